@@ -1,0 +1,1 @@
+"""Sub-commands of the `noposplat-ros` CLI (see noposplat_ros.cli)."""

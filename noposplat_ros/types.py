@@ -1,0 +1,167 @@
+"""Core data types shared by every stage of the pipeline (no rclpy, no I/O).
+
+Conventions (see README "Frames and units"):
+- Camera frames are OpenCV/ROS optical: +x right, +y down, +z forward.
+- ``T_a_from_b`` is a (4, 4) float64 rigid transform mapping points in frame b to frame a.
+- Quaternions are (x, y, z, w) wherever the name says ``xyzw``.
+- Time is integer nanoseconds.
+- A pair's output lives in camera 0's optical frame, stamped with keyframe 0's stamp.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+
+import numpy as np
+import torch
+
+
+class ScaleKind(str, enum.Enum):
+    """Which units a translation / splat position carries."""
+
+    UNIT_BASELINE = "unit_baseline"  # distance between the pair's two cameras is 1
+    CHAINED = "chained"  # one common, unknown scale over a trajectory
+    METRIC = "metric"  # metres
+
+
+class PoseStatus(enum.IntEnum):
+    """Quality flag of a relative pose; values match noposplat_msgs/SplatPair STATUS_*."""
+
+    OK = 0
+    DEGRADED = 1  # few inliers or large residual: usable, covariance inflated
+    LOST = 2  # failed: identity transform with a huge covariance, never a confident pose
+
+
+# Covariance diagonal published for a failed pose: "do not use" for any consumer.
+LOST_POSE_VARIANCE = 1.0e6
+
+
+@dataclasses.dataclass
+class Frame:
+    """One undistorted camera image with its pinhole intrinsics.
+
+    rgb: (H, W, 3) uint8, RGB order, C-contiguous.
+    K: (3, 3) float64 pixel intrinsics of ``rgb`` (after undistortion, binning and ROI).
+    """
+
+    rgb: np.ndarray
+    K: np.ndarray
+    stamp_ns: int
+    frame_id: str
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+
+@dataclasses.dataclass
+class KeyframePair:
+    """Two consecutive keyframes; kf0 defines the output frame."""
+
+    kf0: Frame
+    kf1: Frame
+    index: int = 0  # sequence number of the pair since start/reset
+
+
+@dataclasses.dataclass
+class Gaussians:
+    """3D Gaussians of one reconstruction, float32 torch tensors on one device.
+
+    means: (N, 3) centres.
+    scales: (N, 3) standard deviations along the local axes.
+    rotations_xyzw: (N, 4) unit quaternions, (x, y, z, w).
+    opacities: (N,) in (0, 1).
+    harmonics: (N, 3, (sh_degree + 1) ** 2) SH coefficients per colour channel (RGB), colour-major.
+      Convention: rendered colour = SH(dir) + 0.5, clamped at 0 (NoPoSplat / 3DGS).
+    covariances: (N, 3, 3) = R diag(scales)^2 R^T.
+    """
+
+    means: torch.Tensor
+    scales: torch.Tensor
+    rotations_xyzw: torch.Tensor
+    opacities: torch.Tensor
+    harmonics: torch.Tensor
+    covariances: torch.Tensor
+
+    @property
+    def num(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def sh_degree(self) -> int:
+        return int(round(math.sqrt(self.harmonics.shape[-1]))) - 1
+
+    def to(self, device: torch.device | str) -> "Gaussians":
+        return Gaussians(*(t.to(device) for t in dataclasses.astuple(self)))
+
+    def subset(self, index: torch.Tensor) -> "Gaussians":
+        """Select Gaussians by boolean mask (N,) or integer index (M,)."""
+        return Gaussians(*(t[index] for t in dataclasses.astuple(self)))
+
+    def scaled(self, s: float) -> "Gaussians":
+        """Multiply all lengths by ``s`` (means, scales; covariances by s^2)."""
+        return dataclasses.replace(
+            self, means=self.means * s, scales=self.scales * s, covariances=self.covariances * (s * s)
+        )
+
+    @staticmethod
+    def concat(parts: "list[Gaussians]") -> "Gaussians":
+        fields = [f.name for f in dataclasses.fields(Gaussians)]
+        return Gaussians(**{f: torch.cat([getattr(p, f) for p in parts], 0) for f in fields})
+
+
+@dataclasses.dataclass
+class PoseEstimate:
+    """Relative pose of camera 1 in camera 0's frame, with its quality.
+
+    T_cam0_from_cam1: (4, 4) float64.
+    covariance: (6, 6) float64 over (tx, ty, tz, rx, ry, rz), rotation as a small-angle vector in
+      radians about camera 0's axes, translation in the pose's scale units.
+    """
+
+    T_cam0_from_cam1: np.ndarray
+    covariance: np.ndarray
+    status: PoseStatus
+    num_inliers: int = 0
+    residual_px: float = float("nan")
+    message: str = ""
+
+    @staticmethod
+    def lost(message: str) -> "PoseEstimate":
+        return PoseEstimate(
+            T_cam0_from_cam1=np.eye(4),
+            covariance=np.eye(6) * LOST_POSE_VARIANCE,
+            status=PoseStatus.LOST,
+            message=message,
+        )
+
+
+@dataclasses.dataclass
+class PairReconstruction:
+    """What a predictor returns for a keyframe pair.
+
+    gaussians: both views' Gaussians in camera 0's optical frame, view 0 first, each view row-major
+      over ``grid_hw``; units per ``scale_kind`` (unit_baseline from a predictor).
+    grid_hw: (H, W) of each view's per-pixel Gaussian grid (the network resolution for noposplat).
+    K_grid: (2, 3, 3) float64 pixel intrinsics of each view at ``grid_hw``.
+    """
+
+    gaussians: Gaussians
+    pose: PoseEstimate
+    scale_kind: ScaleKind
+    backend: str
+    stamp0_ns: int
+    stamp1_ns: int
+    frame_id: str
+    grid_hw: tuple[int, int]
+    K_grid: np.ndarray
+    timings_s: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+class PredictionError(RuntimeError):
+    """A predictor could not reconstruct a pair (degenerate input, no parallax, ...)."""

@@ -32,7 +32,7 @@ stamp_ok() { [ -f "$STATE/$1" ] && [ "$(cat "$STATE/$1")" = "$2" ]; }
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 # 1. pip requirements (re-run only when the requirement files change)
-REQS=("$ROOT/requirements/core.txt")
+REQS=("$ROOT/requirements/core.txt" "$ROOT/requirements/dev.txt")
 [ "$SYSTEM_ROS" = 0 ] && REQS+=("$ROOT/requirements/ros.txt")
 H=$(hash_of "${REQS[@]}")
 if ! stamp_ok pip "$H"; then

@@ -38,7 +38,8 @@ H=$(hash_of "${REQS[@]}")
 if ! stamp_ok pip "$H"; then
   log "installing pinned requirements"
   args=(); for r in "${REQS[@]}"; do args+=(-r "$r"); done
-  "$VPY" -m pip install -q --disable-pip-version-check "${args[@]}"
+  # (this machine's pip config names local mirror folders that do not exist: drop that noise)
+  "$VPY" -m pip install -q --disable-pip-version-check "${args[@]}" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
   echo "$H" > "$STATE/pip"
 fi
 

@@ -1,0 +1,298 @@
+"""`noposplat-ros process-bag INPUT OUTPUT`: run the node's pipeline over a recorded rosbag2 bag.
+
+Output layout (OUTPUT is a directory the command creates):
+
+    OUTPUT/bag/            rosbag2 v9 bag (mcap or sqlite3) with /noposplat/splats,
+                           /noposplat/splat_pair, /noposplat/odometry and /tf at the keyframe stamps
+    OUTPUT/ply/pair_NNNNNN_<stamp0_ns>.ply   one 3DGS PLY per reconstructed pair (LOST pairs: none)
+    OUTPUT/trajectory.tum  camera trajectory (TUM: stamp_s tx ty tz qx qy qz qw)
+    OUTPUT/summary.json    counts (frames, decoded, rejected by kind, keyframes, pairs), interrupted flag
+
+Exit codes: 0 done; 1 bad input / usage (one line on stderr naming the problem); 130 interrupted by
+Ctrl-C (the partial output bag is closed properly and readable).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import pathlib
+import shutil
+import signal
+import sys
+import time
+from collections import Counter
+from typing import Any, TextIO
+
+HELP = "Run the pipeline over a rosbag2 bag (MCAP/sqlite3): output bag + PLY per pair + trajectory."
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+BAG_DIR = "bag"
+PLY_DIR = "ply"
+TRAJECTORY_FILE = "trajectory.tum"
+SUMMARY_FILE = "summary.json"
+_OUR_ENTRIES = {BAG_DIR, PLY_DIR, TRAJECTORY_FILE, SUMMARY_FILE}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="rosbag2 directory (metadata.yaml + .mcap or .db3)")
+    p.add_argument("output", help="output directory (created; see --overwrite)")
+    p.add_argument("--image-topic", default=None, help="Image or CompressedImage topic (default: auto-detect)")
+    p.add_argument("--camera-info-topic", default=None, help="CameraInfo topic (default: next to the image topic, or the only one)")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output bag storage (default mcap)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT written by process-bag")
+    p.add_argument("--predictor", default="auto", help="geometry | noposplat | auto (noposplat if --checkpoint given)")
+    p.add_argument("--checkpoint", default=None, help="NoPoSplat checkpoint (.ckpt or .safetensors) for --predictor noposplat")
+    p.add_argument("--model-config", default=None, help="NoPoSplat model config JSON (default: from the checkpoint name)")
+    p.add_argument("--device", default=None, help="torch device for the noposplat predictor (default auto)")
+    p.add_argument("--metric-baseline-m", type=float, default=None, help="known distance between keyframe cameras (m)")
+    p.add_argument("--odom-frame", default="odom", help="parent frame of /tf and odometry (default odom)")
+    p.add_argument("--base-frame", default="", help="child frame of /tf and odometry (default: the camera frame)")
+    p.add_argument("--no-ply", action="store_true", help="do not write PLY files")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many image messages")
+
+
+@dataclasses.dataclass
+class RunStats:
+    frames: int = 0  # image messages read
+    decoded: int = 0  # turned into Frames
+    rejected: Counter = dataclasses.field(default_factory=Counter)  # kind -> count
+    keyframes: int = 0
+    pairs: int = 0
+    pairs_lost: int = 0
+    ply_files: int = 0
+    interrupted: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["rejected"] = dict(self.rejected)
+        return d
+
+
+class Progress:
+    """A progress line on stderr: frames done/total, frames/s, ETA, keyframes and pairs.
+
+    Hand-written because it is a dozen lines (no tqdm dependency). On a terminal the line is
+    redrawn in place; otherwise one line is printed per ``interval_s``.
+    """
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr, interval_s: float | None = None) -> None:
+        self.total = max(int(total), 0)
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.interval_s = interval_s if interval_s is not None else (0.2 if self.tty else 2.0)
+        self.t_start = time.monotonic()
+        self._t_last = -math.inf
+
+    def line(self, done: int, stats: RunStats) -> str:
+        elapsed = max(time.monotonic() - self.t_start, 1e-9)
+        rate = done / elapsed
+        if rate > 0 and self.total >= done:
+            eta_s = (self.total - done) / rate
+            eta = time.strftime("%H:%M:%S", time.gmtime(eta_s))
+        else:
+            eta = "--:--:--"
+        pct = 100.0 * done / self.total if self.total else 100.0
+        return (
+            f"process-bag: {done}/{self.total} frames ({pct:.0f}%) {rate:.1f} frames/s ETA {eta}"
+            f" | keyframes {stats.keyframes} pairs {stats.pairs} rejected {sum(stats.rejected.values())}"
+        )
+
+    def update(self, done: int, stats: RunStats, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._t_last < self.interval_s:
+            return
+        self._t_last = now
+        if self.tty:
+            self.stream.write("\r\x1b[K" + self.line(done, stats))
+        else:
+            self.stream.write(self.line(done, stats) + "\n")
+        self.stream.flush()
+
+    def finish(self, done: int, stats: RunStats) -> None:
+        self.update(done, stats, force=True)
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class _StopOnSigint:
+    """First Ctrl-C: finish the current frame, then stop and close the output cleanly. Second: raise."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "_StopOnSigint":
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave the default handling
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        sys.stderr.write("\nprocess-bag: Ctrl-C: stopping after the current frame (again to abort)\n")
+        sys.stderr.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def prepare_output_dir(output: pathlib.Path, input_path: pathlib.Path, overwrite: bool) -> None:
+    """Refuse an existing OUTPUT unless --overwrite, and then only delete what process-bag writes."""
+    from noposplat_ros.bag_io import BagError
+
+    out_r, in_r = output.resolve(), input_path.resolve()
+    if out_r == in_r or in_r in out_r.parents or out_r in in_r.parents:
+        raise BagError(f"output {output} must not be inside, or contain, the input bag {input_path}")
+    if output.exists() or output.is_symlink():
+        if not overwrite:
+            raise BagError(f"output {output} exists (use --overwrite to replace it)")
+        if not output.is_dir():
+            raise BagError(f"output {output} exists and is not a directory; not replacing it")
+        foreign = sorted(p.name for p in output.iterdir() if p.name not in _OUR_ENTRIES)
+        if foreign:
+            raise BagError(
+                f"output {output} contains files process-bag did not write ({', '.join(foreign[:5])}); not deleting it"
+            )
+        for name in _OUR_ENTRIES:
+            p = output / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
+    output.mkdir(parents=True, exist_ok=True)
+
+
+def _pipeline_config(args: argparse.Namespace) -> Any:
+    from noposplat_ros.pipeline import PipelineConfig
+
+    options: dict[str, Any] = {}
+    if args.device:
+        options["device"] = args.device
+    if args.model_config:
+        options["model_config"] = args.model_config
+    cfg = PipelineConfig(
+        predictor=args.predictor, checkpoint=args.checkpoint, metric_baseline_m=args.metric_baseline_m,
+        predictor_options=options,
+    )
+    cfg.validate()
+    return cfg
+
+
+def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> RunStats:
+    """The whole run; raises BagError/ValueError for bad input (before anything is written where possible)."""
+    from noposplat_ros import bag_io
+    from noposplat_ros.outputs import OutputFrames, build_outputs
+
+    input_path, output = pathlib.Path(args.input), pathlib.Path(args.output)
+    if args.max_frames is not None and args.max_frames <= 0:
+        raise bag_io.BagError(f"--max-frames must be positive, got {args.max_frames}")
+    cfg = _pipeline_config(args)
+    stats = RunStats()
+    with bag_io.InputBag(input_path) as bag:
+        topics = bag_io.select_topics(bag.topics(), args.image_topic, args.camera_info_topic)
+        prepare_output_dir(output, input_path, args.overwrite)
+
+        from noposplat_ros.pipeline import Pipeline
+
+        pipeline = Pipeline(cfg)
+        frames_cfg = OutputFrames(odom_frame=args.odom_frame, base_frame=args.base_frame)
+        source = bag_io.FrameSource()
+        total = min(topics.image_count, args.max_frames or topics.image_count)
+        progress = Progress(total)
+        ply_dir = output / PLY_DIR
+        first_pair = True
+        out_bag = bag_io.OutputBag(output / BAG_DIR, storage=args.storage, typestore=None)
+        try:
+            for topic, _log_ns, msg in bag.messages([topics.image, topics.camera_info]):
+                if stop is not None and stop.requested:
+                    stats.interrupted = True
+                    break
+                if topic == topics.camera_info:
+                    source.camera_info(msg)
+                    continue
+                if args.max_frames is not None and stats.frames >= args.max_frames:
+                    break
+                stats.frames += 1
+                item = source.image(msg, topics.image_type)
+                if isinstance(item, bag_io.Rejected):
+                    stats.rejected[item.kind] += 1
+                else:
+                    stats.decoded += 1
+                    pair = pipeline.offer(item)
+                    if pair is not None:
+                        result = pipeline.process(pair)
+                        stats.pairs += 1
+                        stats.pairs_lost += not result.ok
+                        bag_io.write_pair_outputs(out_bag, build_outputs(result, frames_cfg, first_pair=first_pair))
+                        first_pair = False
+                        if result.gaussians is not None and not args.no_ply:
+                            from noposplat_ros.io.ply import write_ply
+
+                            ply_dir.mkdir(exist_ok=True)
+                            write_ply(ply_dir / f"pair_{result.index:06d}_{result.stamp0_ns}.ply", result.gaussians)
+                            stats.ply_files += 1
+                    stats.keyframes = _keyframe_count(pipeline, stats)
+                progress.update(stats.frames, stats)
+            if stop is not None and stop.requested:
+                stats.interrupted = True
+        finally:
+            # Always close: the storage index and metadata.yaml make a partial bag a valid bag.
+            out_bag.close()
+            progress.finish(stats.frames, stats)
+            _write_trajectory(pipeline, output / TRAJECTORY_FILE)
+            (output / SUMMARY_FILE).write_text(
+                json.dumps({**stats.as_dict(), "image_topic": topics.image, "camera_info_topic": topics.camera_info,
+                            "output_counts": out_bag.counts, "storage": args.storage}, indent=2) + "\n"
+            )
+    return stats
+
+
+def _keyframe_count(pipeline: Any, stats: RunStats) -> int:
+    st = getattr(pipeline.selector, "stats", None)
+    for name in ("keyframes", "num_keyframes"):
+        value = getattr(st, name, None) if st is not None else None
+        if value is None and isinstance(st, dict):
+            value = st.get(name)
+        if value is not None:
+            return int(value)
+    return stats.pairs + 1 if stats.pairs else stats.keyframes
+
+
+def _write_trajectory(pipeline: Any, path: pathlib.Path) -> None:
+    to_tum = getattr(pipeline.trajectory, "to_tum", None)
+    if callable(to_tum):
+        to_tum(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from noposplat_ros.bag_io import BagError
+
+    try:
+        with _StopOnSigint() as stop:
+            stats = process_bag(args, stop)
+    except (BagError, ValueError, FileNotFoundError) as exc:
+        print(f"process-bag: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"process-bag: aborted by a second Ctrl-C; output in {args.output} may be incomplete", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(stats.rejected.items())) or "none"
+    summary = (
+        f"{stats.frames} frames, {stats.decoded} decoded, rejected: {rejected}; {stats.keyframes} keyframes, "
+        f"{stats.pairs} pairs ({stats.pairs_lost} lost), {stats.ply_files} PLY"
+    )
+    if stats.interrupted:
+        print(f"process-bag: interrupted: partial output bag {pathlib.Path(args.output) / BAG_DIR} closed and valid; {summary}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"process-bag: done: {summary}; output in {args.output}", file=sys.stderr)
+    return EXIT_OK

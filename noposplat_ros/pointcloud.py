@@ -112,8 +112,10 @@ def gaussians_to_structured(g: Gaussians, include_sh: bool = False) -> np.ndarra
     """
     n = g.num
     k = int(g.harmonics.shape[-1])
-    arr = np.empty(n, dtype=splat_dtype(include_sh, k))
-    cols = arr.view("<f4").reshape(n, -1)  # every field is float32: fill the columns of one matrix
+    dtype = splat_dtype(include_sh, k)
+    num_fields = dtype.itemsize // 4
+    arr = np.empty(n, dtype=dtype)
+    cols = arr.view("<f4").reshape(n, num_fields)  # every field is float32: fill the columns of one matrix
     cols[:, 0:3] = _np32(g.means)
     cols[:, 4] = _np32(g.opacities).reshape(n)
     cols[:, 5:8] = _np32(g.scales)
@@ -121,7 +123,7 @@ def gaussians_to_structured(g: Gaussians, include_sh: bool = False) -> np.ndarra
     harmonics = _np32(g.harmonics)  # (N, 3, K)
     packed = pack_rgb(SH_C0 * harmonics[:, :, 0] + 0.5)
     # Bit pattern, not value: write through a uint32 view so no float conversion touches it.
-    arr.view("<u4").reshape(n, -1)[:, _RGB_COLUMN] = packed
+    arr.view("<u4").reshape(n, num_fields)[:, _RGB_COLUMN] = packed
     if include_sh:
         cols[:, len(BASE_FIELD_NAMES):] = harmonics.reshape(n, 3 * k)
     return arr

@@ -11,12 +11,13 @@ when the frame becomes a keyframe that pairs with the previous one. The rule, in
 4. Blurred: the variance of the Laplacian of the downscaled grey image is below ``blur_threshold``
    times the median of the last ``blur_window`` frames: skip.
 5. Features of the last keyframe (Shi-Tomasi, on a grey image downscaled to ``tracking_width_px``)
-   are tracked into the frame with pyramidal Lucas-Kanade and checked forward-backward. Fewer than
+   are tracked into the frame with pyramidal Lucas-Kanade (status, patch error and image bounds
+   checked). Fewer than
    ``min_tracked_features`` survivors: tracking is lost and the frame becomes a fresh keyframe 0
    (re-initialisation: the chain of pairs breaks, the pair index keeps counting).
 6. parallax = median displacement of the tracked features, in pixels of the input image.
    overlap = area shared by the two views under a similarity transform fitted to the tracks
-   (RANSAC), divided by the larger of the two view areas (1 = same view, 0 = disjoint).
+   (RANSAC, so that wrong tracks and depth-dependent flow do not bend it), divided by the larger of the two view areas (1 = same view, 0 = disjoint).
    Overlap below ``min_overlap``: the views drifted too far apart between two offered frames; the
    frame becomes a fresh keyframe 0 (re-initialisation, as in 5).
 7. New keyframe and pair when parallax >= ``min_parallax_px`` and overlap <= ``max_overlap``; or,
@@ -40,10 +41,13 @@ import numpy as np
 
 from noposplat_ros.types import Frame, KeyframePair
 
-_LK_WIN = (21, 21)
+# LK settings for a ~320-px-wide image: a 15-px window over 4 pyramid levels follows motions up to
+# ~60 tracking px (~120 px at 640 wide) between the keyframe and the frame.
+_LK_WIN = (15, 15)
 _LK_LEVELS = 3
-_LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
-_FB_MAX_ERR_PX = 1.0  # forward-backward error allowed, tracking-image pixels
+_LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03)
+_LK_MAX_ERR = 30.0  # mean absolute grey difference of a tracked patch (0..255)
+_RANSAC_THRESHOLD_FRAC = 0.02  # similarity-model inlier threshold, fraction of the tracking width
 
 
 def _param(default: Any, lo: float, hi: float, description: str) -> Any:
@@ -70,7 +74,7 @@ class KeyframeConfig:
         5.0, 0.0, 3600.0, "force a keyframe after this long if tracking still overlaps (0 = never force)"
     )
     tracking_width_px: int = _param(320, 32, 4096, "width of the grey image used for tracking and sharpness")
-    max_features: int = _param(200, 10, 5000, "features detected on each keyframe")
+    max_features: int = _param(150, 10, 5000, "features detected on each keyframe")
     min_tracked_features: int = _param(
         15, 4, 5000, "fewer surviving tracks than this means tracking is lost (re-initialise)"
     )
@@ -229,8 +233,10 @@ class KeyframeSelector:
         m.tracked = int(p0.shape[0])
         transform = None
         if m.tracked >= cfg.min_tracked_features:
-            transform, _ = cv2.estimateAffinePartial2D(p0, p1, method=cv2.RANSAC, ransacReprojThreshold=2.0)
-        if transform is None:
+            transform, _ = cv2.estimateAffinePartial2D(
+                p0, p1, method=cv2.RANSAC, ransacReprojThreshold=_RANSAC_THRESHOLD_FRAC * grey.shape[1]
+            )
+        if transform is None or m.tracked < cfg.min_tracked_features:
             st.tracking_failed += 1
             return self._reinit(frame, grey, Decision.TRACKING_FAILED)
         m.parallax_px = float(np.median(np.linalg.norm(p1 - p0, axis=-1))) * scale
@@ -293,21 +299,21 @@ class KeyframeSelector:
         self.stats.keyframes += 1
 
     def _track(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keyframe features -> (p0 (M, 2), p1 (M, 2)) float32 of tracks passing forward-backward."""
+        """Keyframe features -> (p0 (M, 2), p1 (M, 2)) float32 of the good tracks, tracking px."""
         kf = self._kf
         assert kf is not None
         if kf.points.shape[0] == 0:
             empty = np.zeros((0, 2), np.float32)
             return empty, empty
         lk = dict(winSize=_LK_WIN, maxLevel=_LK_LEVELS, criteria=_LK_CRITERIA)
-        p1, ok1, _ = cv2.calcOpticalFlowPyrLK(kf.grey, grey, kf.points, None, **lk)
-        p0b, ok0, _ = cv2.calcOpticalFlowPyrLK(grey, kf.grey, p1, None, **lk)
-        p0, p1, p0b = kf.points[:, 0], p1[:, 0], p0b[:, 0]
+        # One forward pass only: a forward-backward check would double the cost; the parallax is a
+        # median and the overlap model is fitted with RANSAC, so the few wrong tracks do not matter.
+        p1, ok, err = cv2.calcOpticalFlowPyrLK(kf.grey, grey, kf.points, None, **lk)
+        p0, p1 = kf.points[:, 0], p1[:, 0]
         h, w = grey.shape
         good = (
-            (ok1[:, 0] == 1)
-            & (ok0[:, 0] == 1)
-            & (np.linalg.norm(p0b - p0, axis=-1) < _FB_MAX_ERR_PX)
+            (ok[:, 0] == 1)
+            & (err[:, 0] < _LK_MAX_ERR)
             & (p1[:, 0] >= 0) & (p1[:, 0] <= w - 1) & (p1[:, 1] >= 0) & (p1[:, 1] <= h - 1)
         )
         return p0[good], p1[good]

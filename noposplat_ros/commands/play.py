@@ -1,0 +1,220 @@
+"""`noposplat-ros play`: publish images + camera_info from a file source (a camera stand-in).
+
+Sources: the bundled Motorcycle pair (default), a folder of images + a calibration file, a video
+file + a calibration file, or a rosbag2 bag (decoded and undistorted with the shared modules, then
+re-published as rgb8 with pinhole camera_info). Topics are relative (`image`, `camera_info`, or
+`image/compressed` with --compressed) so `--ros-args -r image:=/cam/image_raw` remaps them.
+
+The player waits until the topics have subscribers before it publishes (DDS discovery takes a
+moment), publishes each frame's camera_info just before its image, and stamps frames with the
+source's stamps (or the wall clock with --restamp).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import sys
+import time
+from typing import Iterator
+
+import numpy as np
+
+HELP = "Publish images + camera_info (Motorcycle pair, image folder, video or bag) over ROS 2"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+DEFAULT_STAMP0_NS = 1_700_000_000_000_000_000
+
+
+@dataclasses.dataclass
+class PlayFrame:
+    """One frame to publish. rgb: (H, W, 3) uint8; K: (3, 3) px; d: distortion (plumb_bob etc.)."""
+
+    rgb: np.ndarray
+    K: np.ndarray
+    stamp_ns: int
+    d: np.ndarray | None = None
+    distortion_model: str = "plumb_bob"
+
+
+@dataclasses.dataclass
+class Calibration:
+    K: np.ndarray
+    d: np.ndarray | None = None
+    distortion_model: str = "plumb_bob"
+
+
+def load_calibration(path: str | pathlib.Path, width: int, height: int) -> Calibration:
+    """Intrinsics (and distortion, when the file has it) for images of size width x height."""
+    from noposplat_ros import intrinsics_file  # the shared parser (camera_info YAML, JSON, K matrix)
+
+    calib = intrinsics_file.load_intrinsics(path, width=width, height=height)
+    if isinstance(calib, np.ndarray):
+        return Calibration(np.asarray(calib, dtype=np.float64))
+    K = np.asarray(getattr(calib, "K", getattr(calib, "K_px", None)), dtype=np.float64)
+    d = getattr(calib, "d", None) or getattr(calib, "distortion", None)
+    model = getattr(calib, "distortion_model", "plumb_bob") or "plumb_bob"
+    return Calibration(K, None if d is None else np.asarray(d, dtype=np.float64), model)
+
+
+def motorcycle_frames() -> list[PlayFrame]:
+    """The two views of the Middlebury Motorcycle pair with their own intrinsics (cx differs)."""
+    from noposplat_ros.datasets import load_motorcycle
+
+    gt = load_motorcycle()
+    return [PlayFrame(f.rgb, f.K, f.stamp_ns) for f in (gt.left, gt.right)]
+
+
+def folder_frames(folder: str | pathlib.Path, calibration: str, rate_hz: float) -> Iterator[PlayFrame]:
+    import cv2
+
+    paths = sorted(p for p in pathlib.Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise SystemExit(f"play: no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    calib = None
+    for i, p in enumerate(paths):
+        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise SystemExit(f"play: cannot read image {p}")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        if calib is None:
+            calib = load_calibration(calibration, rgb.shape[1], rgb.shape[0])
+        yield PlayFrame(rgb, calib.K, DEFAULT_STAMP0_NS + int(i * 1e9 / rate_hz), calib.d, calib.distortion_model)
+
+
+def video_frames(path: str, calibration: str, rate_hz: float | None) -> Iterator[PlayFrame]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise SystemExit(f"play: cannot open video {path}")
+    fps = rate_hz or cap.get(cv2.CAP_PROP_FPS) or 30.0
+    calib = None
+    i = 0
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if calib is None:
+                calib = load_calibration(calibration, rgb.shape[1], rgb.shape[0])
+            yield PlayFrame(rgb, calib.K, DEFAULT_STAMP0_NS + int(i * 1e9 / fps), calib.d, calib.distortion_model)
+            i += 1
+    finally:
+        cap.release()
+    if i == 0:
+        raise SystemExit(f"play: no frames could be read from {path}")
+
+
+def bag_frames(path: str, image_topic: str | None, camera_info_topic: str | None) -> Iterator[PlayFrame]:
+    from noposplat_ros.bag_io import FrameSource, InputBag, Rejected, select_topics
+
+    with InputBag(path) as bag:
+        topics = select_topics(bag.topics(), image_topic, camera_info_topic)
+        src = FrameSource()
+        for topic, _, msg in bag.messages([topics.image, topics.camera_info]):
+            if topic == topics.camera_info:
+                src.camera_info(msg)
+                continue
+            out = src.image(msg, topics.image_type)
+            if isinstance(out, Rejected):
+                print(f"play: skipping image at {out.stamp_ns}: {out.kind}: {out.message}", file=sys.stderr)
+                continue
+            yield PlayFrame(out.rgb, out.K, out.stamp_ns)
+
+
+def frames_from_args(args: argparse.Namespace) -> Iterator[PlayFrame]:
+    if args.bag:
+        return bag_frames(args.bag, args.bag_image_topic, args.bag_camera_info_topic)
+    if args.images:
+        if not args.calibration:
+            raise SystemExit("play: --images needs --calibration FILE")
+        return folder_frames(args.images, args.calibration, args.rate)
+    if args.video:
+        if not args.calibration:
+            raise SystemExit("play: --video needs --calibration FILE")
+        return video_frames(args.video, args.calibration, args.rate)
+    return iter(motorcycle_frames())
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--images", metavar="DIR", help="folder of images (sorted by name)")
+    src.add_argument("--video", metavar="FILE", help="video file (anything OpenCV reads)")
+    src.add_argument("--bag", metavar="PATH", help="rosbag2 directory (image + camera_info topics)")
+    p.add_argument("--calibration", metavar="FILE", help="intrinsics file for --images/--video")
+    p.add_argument("--bag-image-topic", help="image topic in --bag (default: the only one)")
+    p.add_argument("--bag-camera-info-topic", help="camera_info topic in --bag (default: guessed)")
+    p.add_argument("--rate", type=float, default=2.0, help="frames per second to publish (default 2)")
+    p.add_argument("--repeat", type=int, default=1, help="play the source this many times (stamps keep increasing)")
+    p.add_argument("--frame-id", default="camera_optical_frame", help="header.frame_id (the optical frame)")
+    p.add_argument("--compressed", action="store_true", help="publish sensor_msgs/CompressedImage (PNG) on image/compressed")
+    p.add_argument("--restamp", action="store_true", help="stamp with the wall clock instead of the source stamps")
+    p.add_argument("--wait-subscribers", type=float, default=30.0, metavar="S",
+                   help="wait up to S seconds for a subscriber on both topics before publishing (0: don't wait)")
+    p.add_argument("--linger", type=float, default=1.0, metavar="S", help="keep the process up S seconds after the last frame")
+    p.add_argument("ros_args", nargs=argparse.REMAINDER, help="--ros-args ... (remaps, domain, ...)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from noposplat_ros.ros import conversions as conv
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+    frames = list(frames_from_args(args))
+    if not frames:
+        print("play: the source has no frames", file=sys.stderr)
+        return 1
+    rclpy.init(args=["play"] + list(args.ros_args or []))
+    node = rclpy.create_node("noposplat_player")
+    # Reliable publisher: matches both best-effort (sensor-data) and reliable subscribers.
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    if args.compressed:
+        img_pub = node.create_publisher(CompressedImage, "image/compressed", qos)
+    else:
+        img_pub = node.create_publisher(Image, "image", qos)
+    info_pub = node.create_publisher(CameraInfo, "camera_info", qos)
+    log = node.get_logger()
+    try:
+        if args.wait_subscribers > 0:
+            deadline = time.monotonic() + args.wait_subscribers
+            while (img_pub.get_subscription_count() < 1 or info_pub.get_subscription_count() < 1) \
+                    and time.monotonic() < deadline:
+                rclpy.spin_once(node, timeout_sec=0.05)
+            if img_pub.get_subscription_count() < 1:
+                log.error(f"no subscriber on {img_pub.topic_name} after {args.wait_subscribers:.0f} s; publishing anyway")
+            else:
+                time.sleep(0.3)  # let the reverse discovery settle too
+        period = 1.0 / max(args.rate, 1e-3)
+        span_ns = (frames[-1].stamp_ns - frames[0].stamp_ns) + int(period * 1e9)
+        n = 0
+        for rep in range(max(args.repeat, 1)):
+            for f in frames:
+                t0 = time.monotonic()
+                stamp = node.get_clock().now().nanoseconds if args.restamp else f.stamp_ns + rep * span_ns
+                h, w = f.rgb.shape[:2]
+                info_pub.publish(conv.camera_info_msg(f.K, w, h, stamp, args.frame_id, f.d, f.distortion_model))
+                time.sleep(0.01)  # camera_info first, so the node has it when the image arrives
+                if args.compressed:
+                    import cv2
+
+                    ok, buf = cv2.imencode(".png", f.rgb[:, :, ::-1])
+                    msg = CompressedImage(format="rgb8; png compressed bgr8", data=buf.tobytes())
+                    msg.header.stamp, msg.header.frame_id = conv.ns_to_time(stamp), args.frame_id
+                    img_pub.publish(msg)
+                else:
+                    img_pub.publish(conv.rgb_to_image_msg(f.rgb, stamp, args.frame_id))
+                n += 1
+                rclpy.spin_once(node, timeout_sec=0.0)
+                time.sleep(max(0.0, period - (time.monotonic() - t0)))
+        log.info(f"published {n} frames")
+        img_pub.wait_for_all_acked(rclpy.duration.Duration(seconds=5.0))
+        time.sleep(max(args.linger, 0.0))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

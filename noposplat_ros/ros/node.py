@@ -1,0 +1,549 @@
+"""``noposplat_node``: the live ROS 2 shell around ``pipeline.Pipeline`` (lifecycle node).
+
+Threads: the executor thread runs the subscriptions (decode, undistort, keyframe test: cheap), the
+timers and the services; one worker thread runs the predictor on the latest keyframe pair (a newer
+pair replaces a pending one, so no stale work queues up) and publishes the results.
+
+Lifecycle: configure = read parameters and load the predictor (a checkpoint that fails to load
+fails the transition, with the reason logged and on /diagnostics); activate = subscribe and start
+the worker; deactivate = unsubscribe, stop the worker and free the predictor (GPU); cleanup = drop
+everything. With ``auto_activate`` (default) the node configures and activates itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import threading
+import time
+import traceback
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from noposplat_msgs.msg import SplatPair
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_srvs.srv import Trigger
+
+from noposplat_ros import image_decode
+from noposplat_ros.camera_model import CameraInfoError, CameraModel
+from noposplat_ros.keyframes import KeyframeConfig
+from noposplat_ros.outputs import OutputFrames, build_outputs
+from noposplat_ros.pipeline import PairResult, Pipeline, PipelineConfig
+from noposplat_ros.ros import conversions as conv
+from noposplat_ros.ros.diagnostics import NodeHealth, health_to_diagnostics
+from noposplat_ros.ros.parameters import KEYFRAME_PREFIX, all_parameters
+from noposplat_ros.ros.tf import StaticTfBuffer, TfPublisher
+from noposplat_ros.types import Frame, KeyframePair, PoseStatus
+
+NODE_NAME = "noposplat_node"
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
+RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# After this many consecutive backwards stamps the stream is taken as restarted (bag loop).
+BACKWARDS_RESTART_COUNT = 3
+LOG_THROTTLE_S = 5.0
+
+
+class _Throttle:
+    """Per-key log throttle: the first message of a kind always, then at most one per period."""
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = period_s
+        self._last: dict[str, float] = {}
+
+    def ok(self, key: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e18) >= self.period_s:
+            self._last[key] = now
+            return True
+        return False
+
+
+class NoPoSplatNode(LifecycleNode):
+    def __init__(self, node_name: str = NODE_NAME, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self._specs = {p.name: p for p in all_parameters()}
+        for spec in self._specs.values():
+            self.declare_parameter(spec.name, spec.default, spec.descriptor())
+        self.add_on_set_parameters_callback(self._validate_parameters)
+
+        self.health = NodeHealth()
+        self._throttle = _Throttle(LOG_THROTTLE_S)
+        self.pipeline: Pipeline | None = None
+        self._pipeline_cfg: PipelineConfig | None = None
+        self._camera: CameraModel | None = None
+        self._camera_info_time = -1.0  # monotonic time of the last valid camera_info
+        self._last_image_time = -1.0
+        self._last_stamp_ns: int | None = None
+        self._backwards_run = 0
+        self._last_hw: tuple[int, int] | None = None
+        self._pairs_since_reset = 0
+        self._missing_warned_at = -1.0
+        self._last_result: PairResult | None = None
+        self._subs: list = []
+        self._pubs: dict[str, object] = {}
+        self._tf_pub: TfPublisher | None = None
+        # worker: one slot, latest pair wins
+        self._cv = threading.Condition()
+        self._pending: KeyframePair | None = None
+        self._stop = False
+        self._worker: threading.Thread | None = None
+
+        # always-on parts (also while unconfigured, so failures are visible)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
+        self._diag_timer = self.create_timer(float(self.get_parameter("diagnostics_period_s").value),
+                                             self._on_diag_timer)
+        self._static_tf = StaticTfBuffer(self)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_service(Trigger, "~/save_ply", self._on_save_ply)
+
+    # ------------------------------------------------------------------ parameters
+    def _validate_parameters(self, params) -> SetParametersResult:
+        for p in params:
+            spec = self._specs.get(p.name)
+            if spec is None:
+                continue  # not ours (e.g. use_sim_time, qos overrides)
+            reason = spec.check(p.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+            if p.name.startswith(KEYFRAME_PREFIX) and self.pipeline is not None:
+                self._apply_keyframe_param(p.name[len(KEYFRAME_PREFIX):], p.value)
+        return SetParametersResult(successful=True)
+
+    def _apply_keyframe_param(self, name: str, value) -> None:
+        """A keyframe parameter changed at run time: new selector (keyframes restart)."""
+        from noposplat_ros.keyframes import KeyframeSelector
+
+        cfg = dataclasses.replace(self.pipeline.cfg.keyframes, **{name: value})
+        self.pipeline.cfg.keyframes = cfg
+        self.pipeline.selector = KeyframeSelector(cfg)
+        self.get_logger().info(f"keyframe.{name} = {value!r}: keyframe selection restarted")
+
+    def _p(self, name: str):
+        return self.get_parameter(name).value
+
+    def pipeline_config(self) -> PipelineConfig:
+        kf_values = {}
+        for f in dataclasses.fields(KeyframeConfig):
+            full = KEYFRAME_PREFIX + f.name
+            if full in self._specs:
+                kf_values[f.name] = self._p(full)
+        opts: dict = {}
+        backend_choice = self._p("predictor")
+        checkpoint = self._p("checkpoint") or None
+        resolved = "noposplat" if (backend_choice == "noposplat" or (backend_choice == "auto" and checkpoint)) \
+            else "geometry"
+        if resolved == "noposplat":
+            if self._p("model_config"):
+                opts["model_config"] = self._p("model_config")
+            opts["device"] = self._p("device")
+            opts["precision"] = self._p("precision")
+        refine = {"auto": None, "on": True, "off": False}[self._p("refine")]
+        baseline = float(self._p("metric_baseline_m"))
+        return PipelineConfig(
+            keyframes=KeyframeConfig(**kf_values),
+            predictor=backend_choice,
+            predictor_options=opts,
+            checkpoint=checkpoint,
+            metric_baseline_m=baseline if baseline > 0 else None,
+            refine=refine,
+            include_sh=bool(self._p("include_sh")),
+            min_opacity=float(self._p("min_opacity")),
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            cfg = self.pipeline_config()
+            cfg.validate()
+            self.get_logger().info(f"loading predictor backend '{cfg.resolved_backend()}'"
+                                   + (f" from {cfg.checkpoint}" if cfg.checkpoint else ""))
+            t0 = time.perf_counter()
+            self.pipeline = Pipeline(cfg)
+        except Exception as exc:  # noqa: BLE001 - any load failure must fail the transition, not the node
+            reason = f"configure failed: {type(exc).__name__}: {exc}"
+            self.get_logger().error(reason)
+            self.health.fault("checkpoint_load", reason)
+            self.health.error = reason
+            self.pipeline = None
+            return TransitionCallbackReturn.FAILURE
+        self._pipeline_cfg = cfg
+        self.health.error = ""
+        self.health.backend = self.pipeline.backend
+        self.health.stage("load_predictor", time.perf_counter() - t0)
+        self.get_logger().info(f"predictor '{self.pipeline.backend}' ready in {time.perf_counter() - t0:.2f} s")
+        self._pubs = {
+            "splats": self.create_lifecycle_publisher(PointCloud2, "~/splats", LATCHED_QOS),
+            "splat_pair": self.create_lifecycle_publisher(SplatPair, "~/splat_pair", LATCHED_QOS),
+            "odometry": self.create_lifecycle_publisher(Odometry, "~/odometry", RELIABLE_QOS),
+            "preview": self.create_lifecycle_publisher(Image, "~/preview", LATCHED_QOS),
+        }
+        self._tf_pub = TfPublisher(self)
+        self.health.state = "inactive"
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.pipeline is None:
+            return TransitionCallbackReturn.FAILURE
+        if self.pipeline.predictor is None:  # freed on deactivate: load again
+            try:
+                self.pipeline = Pipeline(self._pipeline_cfg)
+            except Exception as exc:  # noqa: BLE001
+                reason = f"activate failed: {type(exc).__name__}: {exc}"
+                self.get_logger().error(reason)
+                self.health.fault("checkpoint_load", reason)
+                self.health.error = reason
+                return TransitionCallbackReturn.FAILURE
+        qos = qos_profile_sensor_data if self._p("input_qos") == "sensor_data" else RELIABLE_QOS
+        if self._p("image_transport") == "compressed":
+            self._subs.append(self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, qos))
+        else:
+            self._subs.append(self.create_subscription(Image, "image", self._on_image, qos))
+        self._subs.append(self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos))
+        self._stop = False
+        self._worker = threading.Thread(target=self._worker_loop, name="noposplat_worker", daemon=True)
+        self._worker.start()
+        self.health.state = "active"
+        self.get_logger().info(
+            f"active: subscribed to '{self._subs[0].topic_name}' and '{self._subs[1].topic_name}' "
+            f"({self._p('input_qos')} QoS), publishing on {self.get_fully_qualified_name()}/splats")
+        return super().on_activate(state)
+
+    def _stop_worker(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._pending = None
+            self._cv.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=60.0)
+            self._worker = None
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
+        self._stop_worker()
+        if self.pipeline is not None:
+            self.pipeline.close()  # frees GPU memory; activate loads again
+        _empty_cuda_cache()
+        self.health.state = "inactive"
+        return super().on_deactivate(state)
+
+    def _teardown(self) -> None:
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
+        self._stop_worker()
+        if self.pipeline is not None and self.pipeline.predictor is not None:
+            self.pipeline.close()
+        self.pipeline = None
+        _empty_cuda_cache()
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        if self._tf_pub is not None:
+            self._tf_pub.destroy()
+            self._tf_pub = None
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        self.health.state = "unconfigured"
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        self.health.state = "finalized"
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error("lifecycle error: cleaning up")
+        self._teardown()
+        self.health.state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    # ------------------------------------------------------------------ faults
+    def _fault(self, kind: str, message: str, warn: bool = True) -> None:
+        n = self.health.fault(kind, message)
+        if self._throttle.ok(kind):
+            log = self.get_logger().warning if warn else self.get_logger().error
+            log(f"[{kind}] {message} (count {n})")
+
+    # ------------------------------------------------------------------ input (executor thread)
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            cam = CameraModel.from_camera_info_fields(**conv.camera_info_fields(msg))
+        except CameraInfoError as exc:
+            self._camera = None  # frames are dropped until a valid camera_info arrives
+            self._fault("bad_intrinsics", f"camera_info on '{self._subs[1].topic_name if len(self._subs) > 1 else 'camera_info'}'"
+                        f" rejected: {exc}")
+            return
+        if self._camera is None or cam.calibration_key() != self._camera.calibration_key():
+            self._camera = cam  # only on a change: keeps the undistortion maps cached
+        self._camera_info_time = time.monotonic()
+        if self.health.warning.startswith("no valid camera_info"):
+            self.health.warning = ""
+
+    def _on_image(self, msg: Image) -> None:
+        t0 = time.perf_counter()
+        stamp_ns = conv.time_to_ns(msg.header.stamp)
+        self._note_arrival(stamp_ns)
+        enc = msg.encoding
+        if enc not in image_decode.SUPPORTED_ENCODINGS and enc.lower() not in image_decode.SUPPORTED_ENCODINGS \
+                and enc.upper() not in image_decode.SUPPORTED_ENCODINGS:
+            self._fault("unknown_encoding", f"image encoding {enc!r} is not supported; frame dropped "
+                        f"(supported: {', '.join(image_decode.SUPPORTED_ENCODINGS)})")
+            return
+        need = int(msg.height) * int(msg.step)
+        if len(msg.data) < need:
+            self._fault("short_data", f"image data has {len(msg.data)} bytes, expected height {msg.height} * "
+                        f"step {msg.step} = {need}; frame dropped")
+            return
+        try:
+            rgb = image_decode.decode_image(enc, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
+        except image_decode.ImageDecodeError as exc:
+            self._fault("decode_error", f"cannot decode image: {exc}; frame dropped")
+            return
+        self._handle_rgb(rgb, stamp_ns, msg.header.frame_id, t0)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        t0 = time.perf_counter()
+        stamp_ns = conv.time_to_ns(msg.header.stamp)
+        self._note_arrival(stamp_ns)
+        try:
+            rgb = image_decode.decode_compressed(msg.format, msg.data)
+        except image_decode.ImageDecodeError as exc:
+            kind = "unknown_encoding" if "format" in str(exc) and "decode" not in str(exc) else "decode_error"
+            self._fault(kind, f"cannot decode compressed image: {exc}; frame dropped")
+            return
+        self._handle_rgb(rgb, stamp_ns, msg.header.frame_id, t0)
+
+    def _note_arrival(self, stamp_ns: int) -> None:
+        self._last_image_time = time.monotonic()
+        now_ns = self.get_clock().now().nanoseconds
+        self.health.frame_arrived((now_ns - stamp_ns) / 1e9)
+
+    def _handle_rgb(self, rgb: np.ndarray, stamp_ns: int, header_frame: str, t0: float) -> None:
+        if self.pipeline is None:
+            return
+        cam = self._camera
+        if cam is None:
+            return  # counted by the camera_info watchdog (warning after camera_info_timeout_s)
+        hw = (int(rgb.shape[0]), int(rgb.shape[1]))
+        if self._last_hw is not None and hw != self._last_hw:
+            self._fault("size_change", f"image size changed from {self._last_hw[1]}x{self._last_hw[0]} to "
+                        f"{hw[1]}x{hw[0]} mid-stream; keyframes restarted")
+            self._reset_pipeline()
+        self._last_hw = hw
+        if self._last_stamp_ns is not None and stamp_ns <= self._last_stamp_ns:
+            self._backwards_run += 1
+            if self._backwards_run < BACKWARDS_RESTART_COUNT:
+                self._fault("stamp_backwards", f"image stamp {stamp_ns * 1e-9:.9f} s is not after the previous "
+                            f"{self._last_stamp_ns * 1e-9:.9f} s; frame dropped")
+                return
+            self._fault("stamp_backwards", f"{self._backwards_run} frames went back in time: taking the stream as "
+                        "restarted (e.g. a bag loop); keyframes and trajectory reset")
+            self._reset_pipeline()
+        self._backwards_run = 0
+        self._last_stamp_ns = stamp_ns
+        try:
+            rgb_u, K = cam.undistort(rgb)
+        except CameraInfoError as exc:
+            self._fault("bad_intrinsics", f"camera_info does not fit the image: {exc}; frame dropped")
+            return
+        t1 = time.perf_counter()
+        frame_id = self._p("camera_frame") or header_frame
+        frame = Frame(np.ascontiguousarray(rgb_u), np.asarray(K, dtype=np.float64), int(stamp_ns), frame_id)
+        pair = self.pipeline.offer(frame)
+        t2 = time.perf_counter()
+        self.health.frames_used += 1
+        self.health.stage("decode_undistort", t1 - t0)
+        self.health.stage("keyframe_test", t2 - t1)
+        self.health.keyframes = int(getattr(self.pipeline.selector.stats, "keyframes", 0))
+        if pair is not None:
+            self.health.pairs_selected += 1
+            with self._cv:
+                if self._pending is not None:
+                    self.health.pairs_dropped += 1  # superseded: latest pair wins
+                self._pending = pair
+                self._cv.notify()
+
+    def _reset_pipeline(self) -> None:
+        with self._cv:
+            self._pending = None
+        if self.pipeline is not None:
+            self.pipeline.reset()
+        self._pairs_since_reset = 0
+        self._last_stamp_ns = None
+        if self._tf_pub is not None:
+            self._tf_pub.reset()
+
+    # ------------------------------------------------------------------ worker
+    def _worker_loop(self) -> None:
+        while True:
+            with self._cv:
+                while self._pending is None and not self._stop:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                pair, self._pending = self._pending, None
+            try:
+                self._process_and_publish(pair)
+            except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker silently
+                self._fault("worker_error", f"{type(exc).__name__}: {exc}", warn=False)
+                self.get_logger().error(traceback.format_exc())
+
+    def _output_frames(self, camera_frame: str) -> OutputFrames | None:
+        base = self._p("base_frame")
+        T_base_from_cam = None
+        if base and base != camera_frame:
+            T_base_from_cam = self._static_tf.lookup(base, camera_frame)
+            if T_base_from_cam is None:
+                self._fault("extrinsic_missing", f"no static transform {base} <- {camera_frame} on /tf_static; "
+                            "odometry and tf skipped for this pair")
+                return None
+        return OutputFrames(odom_frame=self._p("odom_frame"), base_frame=base,
+                            T_base_from_cam=T_base_from_cam, publish_tf=bool(self._p("publish_tf")))
+
+    def _process_and_publish(self, pair: KeyframePair) -> None:
+        pipeline = self.pipeline
+        if pipeline is None:
+            return
+        t0 = time.perf_counter()
+        result = pipeline.process(pair)
+        for k, v in result.timings_s.items():
+            self.health.stage(k, v)
+        if result.status == PoseStatus.LOST:
+            self._fault("prediction_lost", f"pair {result.index} ({result.stamp0_ns} -> {result.stamp1_ns}) lost: "
+                        f"{result.message}")
+        t1 = time.perf_counter()
+        frames = self._output_frames(result.frame_id)
+        outs = build_outputs(result, frames or OutputFrames(publish_tf=False),
+                             first_pair=self._pairs_since_reset == 0)
+        cloud_msg = conv.cloud_to_msg(outs.cloud)
+        pair_msg = conv.splat_pair_to_msg(outs.splat_pair, cloud_msg)
+        t2 = time.perf_counter()
+        pubs = self._pubs
+        if not pubs:
+            return  # deactivated/cleaned up meanwhile
+        # tf first: a viewer receiving the cloud can then place it at once
+        if outs.transforms and self._tf_pub is not None:
+            self._tf_pub.publish(outs.transforms)
+        if outs.odometry is not None and frames is not None:
+            pubs["odometry"].publish(conv.odometry_to_msg(outs.odometry))
+        pubs["splats"].publish(cloud_msg)
+        pubs["splat_pair"].publish(pair_msg)
+        if self._p("publish_preview") and result.gaussians is not None:
+            self._publish_preview(result, pair)
+        t3 = time.perf_counter()
+        self._last_result = result
+        if result.ok:
+            self._pairs_since_reset += 1
+        self.health.pairs_published += 1
+        self.health.stage("to_messages", t2 - t1)
+        self.health.stage("publish", t3 - t2)
+        self.health.stage("pair_total", t3 - t0)
+        self.get_logger().info(
+            f"pair {result.index}: {result.status.name}, {result.num_splats} splats, scale {result.scale_kind.value}, "
+            f"|t| {np.linalg.norm(result.T_cam0_from_cam1[:3, 3]):.3f}, predict {result.timings_s.get('predict', 0):.2f} s")
+
+    def _publish_preview(self, result: PairResult, pair: KeyframePair) -> None:
+        from noposplat_ros.render import render  # torch rasteriser: only when previews are on
+        from noposplat_ros.transforms import invert_T
+
+        kf1 = pair.kf1
+        out = render(result.gaussians, kf1.K, invert_T(result.T_cam0_from_cam1), kf1.height, kf1.width)
+        rgb = out.rgb.detach().clamp(0, 1).mul(255).round().to("cpu").numpy().astype(np.uint8)
+        self._pubs["preview"].publish(conv.rgb_to_image_msg(rgb, result.stamp1_ns, kf1.frame_id))
+
+    # ------------------------------------------------------------------ timers / services
+    def _on_diag_timer(self) -> None:
+        now = time.monotonic()
+        timeout = float(self._p("camera_info_timeout_s"))
+        if self.health.state == "active" and self._last_image_time > 0 and now - self._last_image_time < timeout:
+            info_age = now - self._camera_info_time if self._camera_info_time > 0 else float("inf")
+            if (self._camera is None or info_age > timeout) and now - self._missing_warned_at >= timeout:
+                self._missing_warned_at = now
+                what = "no camera_info received" if self._camera_info_time < 0 else \
+                    f"no valid camera_info for {min(info_age, 1e9):.1f} s"
+                self.health.warning = f"no valid camera_info: {what} while images arrive; frames are dropped"
+                self._fault("camera_info_missing", f"{what} on '{self._camera_info_topic()}' while images arrive "
+                            f"(timeout {timeout:.1f} s); frames are dropped until one arrives")
+        snap = self.health.snapshot()
+        self._diag_pub.publish(health_to_diagnostics(snap, self.get_name(), self.get_fully_qualified_name(),
+                                                     self.get_clock().now().nanoseconds))
+
+    def _camera_info_topic(self) -> str:
+        return self._subs[1].topic_name if len(self._subs) > 1 else self.resolve_topic_name("camera_info")
+
+    def _on_reset(self, request, response):
+        self._reset_pipeline()
+        response.success = True
+        response.message = "keyframes and trajectory reset"
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_save_ply(self, request, response):
+        result = self._last_result
+        if result is None or result.gaussians is None:
+            response.success, response.message = False, "no splats yet (no pair reconstructed since start)"
+            return response
+        from noposplat_ros.io.ply import write_ply
+
+        d = self._p("save_dir") or os.path.join(os.environ.get("ROS_HOME", os.path.expanduser("~/.ros")), "noposplat")
+        try:
+            pathlib.Path(d).mkdir(parents=True, exist_ok=True)
+            path = pathlib.Path(d) / f"splats_{result.stamp0_ns}.ply"
+            write_ply(path, result.gaussians)
+        except OSError as exc:
+            response.success, response.message = False, f"cannot write PLY in {d}: {exc}"
+            return response
+        response.success = True
+        response.message = str(path)
+        self.get_logger().info(f"saved {result.num_splats} splats to {path} (scale {result.scale_kind.value})")
+        return response
+
+
+def _empty_cuda_cache() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = NoPoSplatNode()
+    rc = 0
+    try:
+        if node.get_parameter("auto_activate").value:
+            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                node.trigger_activate()
+            else:
+                node.get_logger().error(
+                    "not activated: configure failed (see above); the node stays up, unconfigured, and reports "
+                    "the reason on /diagnostics; fix the parameters and call the change_state service")
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        try:
+            node._teardown()
+        except Exception:  # noqa: BLE001
+            pass
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return rc
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,271 @@
+"""NoPoSplat predictor: a keyframe pair -> Gaussians of both views in camera 0's frame + relative pose.
+
+Stages: preprocess (resize + centre crop to the model grid, K normalised) -> network (CUDA: bf16 or
+fp16 autocast with fused attention, heads in float32; CPU: float32) -> Gaussians (float32, CPU) ->
+PnP-RANSAC on view 1's centres (official procedure) -> optional photometric refinement.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import pathlib
+import time
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from noposplat_ros.checkpoint import load_checkpoint_into
+from noposplat_ros.network import NoPoSplatConfig, NoPoSplatNet, build_model
+from noposplat_ros.network.model import NetOutput
+from noposplat_ros.preprocess import PreparedPair, prepare_pair
+from noposplat_ros.types import Gaussians, KeyframePair, PairReconstruction, PoseEstimate, PoseStatus, ScaleKind
+
+BACKEND_NAME = "noposplat"
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else as given (checked)."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 on CUDA where supported, fp16 on older CUDA GPUs, fp32 on CPU."""
+    p = _PRECISION_ALIASES.get(str(precision).lower(), str(precision).lower())
+    if p == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if p not in PRECISIONS:
+        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    return p
+
+
+def resolve_model_config(model_config: Any, checkpoint: str | pathlib.Path | None = None) -> NoPoSplatConfig:
+    """None -> released 256 (512 when the checkpoint file name says 512); a config, a JSON path, or 256/512."""
+    if isinstance(model_config, NoPoSplatConfig):
+        return model_config
+    if model_config is None:
+        name = pathlib.Path(str(checkpoint)).name if checkpoint else ""
+        return NoPoSplatConfig.released(512 if "512" in name else 256)
+    if isinstance(model_config, int) or str(model_config) in ("256", "512"):
+        return NoPoSplatConfig.released(int(model_config))
+    return NoPoSplatConfig.from_json(model_config)
+
+
+@dataclasses.dataclass
+class GaussianPrediction:
+    """Network output for one pair.
+
+    gaussians: both views, view 0 first, each row-major over grid_hw, camera-0 frame, float32 CPU.
+    prepared: the network input and the mapping back to the original images.
+    grid_hw: (H, W) model grid. K_grid: (2, 3, 3) float64 pixel intrinsics of each view at the grid.
+    """
+
+    gaussians: Gaussians
+    prepared: PreparedPair
+    grid_hw: tuple[int, int]
+    K_grid: np.ndarray
+
+    def view(self, index: int) -> Gaussians:
+        """The Gaussians of one view (row-major over grid_hw)."""
+        n = self.grid_hw[0] * self.grid_hw[1]
+        return self.gaussians.subset(torch.arange(index * n, (index + 1) * n))
+
+
+def gaussians_from_output(out: NetOutput, b: int = 0) -> Gaussians:
+    """Batch item ``b`` of a NetOutput as types.Gaussians (float32, on the output's device)."""
+    return Gaussians(
+        means=out.means[b].float(),
+        scales=out.scales[b].float(),
+        rotations_xyzw=out.rotations_xyzw[b].float(),
+        opacities=out.opacities[b].float(),
+        harmonics=out.harmonics[b].float(),
+        covariances=out.covariances[b].float(),
+    )
+
+
+class NoPoSplatPredictor:
+    """Our NoPoSplat network with the user's official weights.
+
+    checkpoint: official ``.ckpt`` (Lightning) or converted ``.safetensors``.
+    model_config: NoPoSplatConfig, a model-config JSON path, 256/512, or None (released model).
+    device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    precision: "auto" (CUDA bf16 where supported, else fp16; CPU fp32), "fp32", "bf16", "fp16".
+    refine: photometric pose refinement: None = auto (on CUDA only), False = off, True = default
+      RefineConfig, or a RefineConfig.
+    allow_pickle: let a ``.ckpt`` that needs full unpickling load (only for trusted files).
+    """
+
+    backend = BACKEND_NAME
+
+    def __init__(
+        self,
+        checkpoint: str | pathlib.Path,
+        model_config: Any = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        refine: Any = None,
+        *,
+        allow_pickle: bool = False,
+    ) -> None:
+        self.config = resolve_model_config(model_config, checkpoint)
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.refine = refine
+        self.checkpoint = pathlib.Path(checkpoint)
+        # built on meta: the checkpoint tensors become the parameters (one copy of the weights)
+        model = build_model(self.config, device="meta")
+        load_checkpoint_into(model, self.checkpoint, allow_pickle=allow_pickle)
+        self.model: NoPoSplatNet | None = model.to(self.device).eval()
+        self.model.rebuild_buffers(self.device)
+
+    # ------------------------------------------------------------------ network
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
+
+    def run_network(self, image: torch.Tensor, intrinsics_norm: torch.Tensor) -> NetOutput:
+        """image (B, 2, 3, H, W) in [-1, 1], intrinsics_norm (B, 2, 3, 3) -> NetOutput (float32)."""
+        if self.model is None:
+            raise RuntimeError("predictor is closed")
+        with torch.inference_mode(), self._autocast():
+            out = self.model(image.to(self.device), intrinsics_norm.to(self.device))
+        return out
+
+    def predict_gaussians(
+        self, rgb0: Any, rgb1: Any, K0_px: Any, K1_px: Any
+    ) -> GaussianPrediction | list[GaussianPrediction]:
+        """Gaussians of one pair, or of a batch of pairs in one network call.
+
+        Single pair: rgb0/rgb1 (H_i, W_i, 3) uint8 or float [0, 1] RGB, K0_px/K1_px (3, 3) pixel
+        intrinsics -> GaussianPrediction. Batch: sequences (or (B, H, W, 3) / (B, 3, 3) arrays) of
+        the same -> list[GaussianPrediction]. Images may have any size; they are prepared to the grid.
+        """
+        batched = isinstance(rgb0, (list, tuple)) or (isinstance(rgb0, np.ndarray) and rgb0.ndim == 4)
+        if not batched:
+            return self._predict_batch([rgb0], [rgb1], [K0_px], [K1_px])[0]
+        K0s = list(np.asarray(K0_px, dtype=np.float64).reshape(-1, 3, 3)) if not isinstance(K0_px, (list, tuple)) else list(K0_px)
+        K1s = list(np.asarray(K1_px, dtype=np.float64).reshape(-1, 3, 3)) if not isinstance(K1_px, (list, tuple)) else list(K1_px)
+        return self._predict_batch(list(rgb0), list(rgb1), K0s, K1s)
+
+    def _predict_batch(
+        self, rgb0: Sequence[np.ndarray], rgb1: Sequence[np.ndarray], K0: Sequence[Any], K1: Sequence[Any]
+    ) -> list[GaussianPrediction]:
+        if not (len(rgb0) == len(rgb1) == len(K0) == len(K1)) or not rgb0:
+            raise ValueError("predict_gaussians: rgb0, rgb1, K0_px, K1_px must have the same non-zero length")
+        hw = self.config.image_hw
+        prepared = [prepare_pair(a, b, ka, kb, hw) for a, b, ka, kb in zip(rgb0, rgb1, K0, K1)]
+        image = torch.cat([p.image for p in prepared])
+        K = torch.cat([p.intrinsics_norm for p in prepared])
+        out = self.run_network(image, K)
+        return [
+            GaussianPrediction(gaussians_from_output(out, b).to("cpu"), p, tuple(hw), p.K_grid_px)
+            for b, p in enumerate(prepared)
+        ]
+
+    # ------------------------------------------------------------------ pair
+    def _refine_enabled(self) -> bool:
+        if self.refine is None:
+            return self.device.type == "cuda"
+        return self.refine is not False
+
+    def predict(self, pair: KeyframePair) -> PairReconstruction:
+        """Reconstruct a keyframe pair: Gaussians (unit-baseline units, camera-0 frame) + pose of camera 1."""
+        return self.reconstruct(
+            pair.kf0.rgb, pair.kf1.rgb, pair.kf0.K, pair.kf1.K,
+            stamp0_ns=pair.kf0.stamp_ns, stamp1_ns=pair.kf1.stamp_ns, frame_id=pair.kf0.frame_id,
+        )
+
+    def reconstruct(
+        self, rgb0: np.ndarray, rgb1: np.ndarray, K0_px: np.ndarray, K1_px: np.ndarray,
+        *, stamp0_ns: int = 0, stamp1_ns: int = 0, frame_id: str = "camera",
+    ) -> PairReconstruction:
+        """Like predict() from arrays: rgb (H_i, W_i, 3) uint8 or float [0, 1], K (3, 3) pixels."""
+        from noposplat_ros.pose.pnp import solve_pnp_official
+
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        hw = self.config.image_hw
+        prepared = prepare_pair(rgb0, rgb1, K0_px, K1_px, hw)
+        timings["preprocess"] = time.perf_counter() - t0
+
+        t = time.perf_counter()
+        out = self.run_network(prepared.image, prepared.intrinsics_norm)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        timings["network"] = time.perf_counter() - t
+        gaussians_dev = gaussians_from_output(out, 0)
+        gaussians = gaussians_dev.to("cpu")
+
+        t = time.perf_counter()
+        H, W = hw
+        n = H * W
+        means1 = gaussians.means[n:].reshape(H, W, 3).numpy()
+        opac1 = gaussians.opacities[n:].reshape(H, W).numpy()
+        pose = solve_pnp_official(means1, opac1, prepared.K_grid_px[1])
+        timings["pnp"] = time.perf_counter() - t
+
+        if self._refine_enabled() and pose.status != PoseStatus.LOST:
+            pose = self._refine(pose, gaussians_dev, prepared, timings)
+
+        timings["total"] = time.perf_counter() - t0
+        return PairReconstruction(
+            gaussians=gaussians,
+            pose=pose,
+            scale_kind=ScaleKind.UNIT_BASELINE,
+            backend=BACKEND_NAME,
+            stamp0_ns=int(stamp0_ns),
+            stamp1_ns=int(stamp1_ns),
+            frame_id=frame_id,
+            grid_hw=(int(H), int(W)),
+            K_grid=prepared.K_grid_px,
+            timings_s=timings,
+        )
+
+    def _refine(self, pose: PoseEstimate, gaussians: Gaussians, prepared: PreparedPair, timings: dict[str, float]) -> PoseEstimate:
+        """Photometric refinement of the PnP pose (pose engineer's module); failures keep the PnP pose."""
+        t = time.perf_counter()
+        try:
+            from noposplat_ros.pose.refine import RefineConfig, refine_pose
+
+            cfg = self.refine if (self.refine is not None and not isinstance(self.refine, bool)) else RefineConfig()
+            image1 = torch.from_numpy(prepared.views[1].rgb01).to(self.device)
+            T, info = refine_pose(gaussians, image1, prepared.K_grid_px[1], pose.T_cam0_from_cam1, cfg)
+            pose = dataclasses.replace(
+                pose, T_cam0_from_cam1=np.asarray(T, dtype=np.float64),
+                message=(pose.message + "; " if pose.message else "") + f"refined: {info}",
+            )
+        except Exception as exc:  # refinement is optional: keep the PnP pose, say why
+            warnings.warn(f"pose refinement skipped: {type(exc).__name__}: {exc}", stacklevel=2)
+            pose = dataclasses.replace(
+                pose, message=(pose.message + "; " if pose.message else "") + f"refinement skipped ({type(exc).__name__})"
+            )
+        timings["refine"] = time.perf_counter() - t
+        return pose
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Free the model (and its GPU memory). The predictor cannot be used afterwards."""
+        if self.model is None:
+            return
+        self.model = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def __enter__(self) -> "NoPoSplatPredictor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

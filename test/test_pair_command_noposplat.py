@@ -98,3 +98,65 @@ def test_pair_command_errors(tmp_path, conformance_dir, capsys):
                      "--checkpoint", str(conformance_dir / "noposplat_tiny_weights.safetensors"),
                      "--device", "cpu", "--out", str(tmp_path / "o")]) == 1
     assert "shape mismatch" in capsys.readouterr().err
+
+
+CALIB_YAML = """\
+image_width: 640
+image_height: 480
+camera_name: narrow_stereo
+camera_matrix:
+  rows: 3
+  cols: 3
+  data: [500.0, 0.0, 320.5, 0.0, 505.0, 240.5, 0.0, 0.0, 1.0]
+distortion_model: plumb_bob
+distortion_coefficients:
+  rows: 1
+  cols: 5
+  data: [0.0, 0.0, 0.0, 0.0, 0.0]
+rectification_matrix:
+  rows: 3
+  cols: 3
+  data: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+projection_matrix:
+  rows: 3
+  cols: 4
+  data: [500.0, 0.0, 320.5, 0.0, 0.0, 505.0, 240.5, 0.0, 0.0, 0.0, 1.0, 0.0]
+"""
+
+
+def test_intrinsics_file_formats(tmp_path):
+    from noposplat_ros.intrinsics_file import IntrinsicsFileError, load_intrinsics
+
+    calib = tmp_path / "calib.yaml"
+    calib.write_text(CALIB_YAML)
+    c0, c1 = load_intrinsics([calib])
+    img = np.zeros((480, 640, 3), np.uint8)
+    _, K = c0.for_image(img)
+    np.testing.assert_allclose(K, [[500, 0, 320.5], [0, 505, 240.5], [0, 0, 1]])
+    # a CameraInfo message dump with distortion: the image is undistorted, K is the P matrix's
+    dump = tmp_path / "info.yaml"
+    dump.write_text(
+        "height: 480\nwidth: 640\ndistortion_model: plumb_bob\nd: [-0.2, 0.05, 0.0, 0.0, 0.0]\n"
+        "k: [500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]\nr: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]\n"
+        "p: [480.0, 0.0, 321.0, 0.0, 0.0, 480.0, 241.0, 0.0, 0.0, 0.0, 1.0, 0.0]\n"
+    )
+    d0, _ = load_intrinsics([dump])
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    und, K = d0.for_image(raw)
+    np.testing.assert_allclose(K, [[480, 0, 321], [0, 480, 241], [0, 0, 1]])
+    assert und.shape == raw.shape and not np.array_equal(und, raw)
+    # per-image simple sets, and two files
+    per = tmp_path / "per.json"
+    per.write_text(json.dumps({"image0": {"fx": 1, "fy": 2, "cx": 3, "cy": 4}, "image1": {"K": [[5, 0, 6], [0, 7, 8], [0, 0, 1]]}}))
+    a, b = load_intrinsics([per])
+    assert a.K_px[1, 2] == 4 and b.K_px[0, 0] == 5
+    one = tmp_path / "one.yaml"
+    one.write_text("fx: 9\nfy: 9\ncx: 1\ncy: 1\n")
+    a, b = load_intrinsics([calib, one])
+    assert a.camera is not None and b.K_px[0, 0] == 9
+    with pytest.raises(IntrinsicsFileError, match="image0 and image1"):
+        (tmp_path / "half.json").write_text(json.dumps({"image0": {"fx": 1, "fy": 1, "cx": 1, "cy": 1}}))
+        load_intrinsics([tmp_path / "half.json"])
+    with pytest.raises(IntrinsicsFileError, match="cannot read"):
+        load_intrinsics([tmp_path / "absent.yaml"])

@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 import pathlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+import numpy as np
 
 from noposplat_ros.types import Frame
 
@@ -163,8 +166,9 @@ class InputBag:
             raise BagError(f"input bag {self.path} does not exist")
         if not self.path.is_dir():
             raise BagError(f"input bag {self.path} is not a rosbag2 directory (expected metadata.yaml + .mcap/.db3)")
-        self._reader = AnyReader([self.path], default_typestore=make_typestore())
+        self._reader = None
         try:
+            self._reader = AnyReader([self.path], default_typestore=make_typestore())
             self._reader.open()
         except Exception as exc:  # rosbags raises AnyReaderError, sqlite3 / mcap / yaml errors
             raise BagError(f"cannot read bag {self.path}: {_one_line(exc)}") from exc
@@ -200,30 +204,47 @@ class InputBag:
 
 @dataclasses.dataclass(frozen=True)
 class Rejected:
-    """An image message that did not become a Frame. kind: see :data:`REJECT_KINDS`."""
+    """An image (or camera_info) message that did not become a Frame; kind: see :data:`REJECT_KINDS`."""
 
     stamp_ns: int
     kind: str
     message: str
 
 
-# Rejection kinds (the same names the node's diagnostics count).
-REJECT_KINDS = ("decode", "camera_info", "size_mismatch", "no_camera_info")
+# Rejection kinds: the node's /diagnostics fault names (ros/diagnostics.FAULT_KINDS) for the same
+# input problems. "camera_info_missing" counts frames here (the node counts timeouts instead).
+REJECT_KINDS = (
+    "unknown_encoding", "short_data", "decode_error", "bad_intrinsics", "size_change", "stamp_backwards",
+    "camera_info_missing",
+)
+# After this many consecutive backwards stamps the stream is taken as restarted (as the node does).
+BACKWARDS_RESTART_COUNT = 3
 
 
 class FrameSource:
-    """Image + CameraInfo messages (rosbags objects; rclpy messages have the same fields) -> Frames.
+    """Image + CameraInfo messages (rosbags objects; rclpy messages have the same fields) -> Frames,
+    with the live node's input rules, so a bag yields the Frames the node would have offered:
 
-    Keeps the latest valid CameraInfo (a camera model is rebuilt only when the calibration
-    changes, so undistortion maps stay cached); an invalid CameraInfo clears it, and images then
-    count as rejected until a valid one arrives. Decoding and undistortion are the shared
-    ``image_decode`` / ``camera_model`` modules the node uses.
+    - the latest valid CameraInfo is used; an invalid one clears it (``bad_intrinsics``) and images
+      are dropped until a valid one arrives (``camera_info_missing``);
+    - undecodable images are dropped (``unknown_encoding``, ``short_data``, ``decode_error``);
+    - a size change restarts the keyframes (``size_change``, ``on_reset()`` is called);
+    - a stamp not after the previous one drops the frame (``stamp_backwards``); the third in a row
+      is taken as a restarted stream (bag loop): ``on_reset()`` and the frame is used.
+
+    Decoding and undistortion are the shared ``image_decode`` / ``camera_model`` modules. Mirrors
+    ``NoPoSplatNode._on_image/_handle_rgb`` (keep the two in step).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_reset: Callable[[], None] | None = None) -> None:
+        self.on_reset = on_reset
         self.model: Any = None
         self._key: bytes | None = None
         self.last_info_error = ""
+        self._last_hw: tuple[int, int] | None = None
+        self._last_stamp_ns: int | None = None
+        self._backwards_run = 0
+        self.faults: Counter[str] = Counter()  # kind -> count, every fault seen (dropped or not)
 
     def camera_info(self, msg: Any) -> Rejected | None:
         from noposplat_ros.camera_model import CameraInfoError, CameraModel
@@ -238,33 +259,82 @@ class FrameSource:
             )
         except CameraInfoError as exc:
             self.model, self._key, self.last_info_error = None, None, str(exc)
-            return Rejected(stamp_ns(msg.header), "camera_info", str(exc))
+            self.faults["bad_intrinsics"] += 1
+            return Rejected(stamp_ns(msg.header), "bad_intrinsics", f"camera_info rejected: {exc}")
         key = model.calibration_key()
-        if key != self._key:
+        if key != self._key:  # keep the old model (and its cached undistortion maps) when unchanged
             self.model, self._key = model, key
         self.last_info_error = ""
         return None
 
-    def image(self, msg: Any, msgtype: str) -> Frame | Rejected:
-        from noposplat_ros.camera_model import CameraInfoError
-        from noposplat_ros.image_decode import ImageDecodeError, decode_compressed, decode_image
+    def _decode(self, msg: Any, msgtype: str) -> Any:
+        """-> (H, W, 3) uint8 RGB, or Rejected."""
+        from noposplat_ros import image_decode
 
         ns = stamp_ns(msg.header)
+        if msgtype == COMPRESSED_TYPE:
+            try:
+                return image_decode.decode_compressed(msg.format, msg.data)
+            except image_decode.ImageDecodeError as exc:
+                text = str(exc)
+                kind = "unknown_encoding" if "format" in text and "decode" not in text else "decode_error"
+                return Rejected(ns, kind, f"cannot decode compressed image: {text}")
+        enc = msg.encoding
+        supported = image_decode.SUPPORTED_ENCODINGS
+        if enc not in supported and enc.lower() not in supported and enc.upper() not in supported:
+            return Rejected(ns, "unknown_encoding", f"image encoding {enc!r} is not supported")
+        need = int(msg.height) * int(msg.step)
+        if len(msg.data) < need:
+            return Rejected(ns, "short_data", f"image data has {len(msg.data)} bytes, expected {need}")
         try:
-            if msgtype == COMPRESSED_TYPE:
-                rgb = decode_compressed(msg.format, msg.data)
-            else:
-                rgb = decode_image(msg.encoding, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
-        except ImageDecodeError as exc:
-            return Rejected(ns, "decode", str(exc))
+            return image_decode.decode_image(enc, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
+        except image_decode.ImageDecodeError as exc:
+            return Rejected(ns, "decode_error", f"cannot decode image: {exc}")
+
+    def _reset(self) -> None:
+        self._last_stamp_ns = None
+        if self.on_reset is not None:
+            self.on_reset()
+
+    def image(self, msg: Any, msgtype: str) -> Frame | Rejected:
+        """A Frame, or Rejected when the frame is dropped. Faults are also counted in ``faults``
+        (a size change or a restart keeps the frame but counts a fault)."""
+        out = self._image(msg, msgtype)
+        if isinstance(out, Rejected):
+            self.faults[out.kind] += 1
+        return out
+
+    def _image(self, msg: Any, msgtype: str) -> Frame | Rejected:
+        from noposplat_ros.camera_model import CameraInfoError
+
+        ns = stamp_ns(msg.header)
+        rgb = self._decode(msg, msgtype)
+        if isinstance(rgb, Rejected):
+            return rgb
         if self.model is None:
             why = f"invalid camera_info: {self.last_info_error}" if self.last_info_error else "no camera_info yet"
-            return Rejected(ns, "no_camera_info", why)
+            return Rejected(ns, "camera_info_missing", why)
+        reset_kind = None
+        hw = (int(rgb.shape[0]), int(rgb.shape[1]))
+        if self._last_hw is not None and hw != self._last_hw:
+            reset_kind = "size_change"  # counted, and the frame is still used after the restart
+            self._reset()
+        self._last_hw = hw
+        if self._last_stamp_ns is not None and ns <= self._last_stamp_ns:
+            self._backwards_run += 1
+            if self._backwards_run < BACKWARDS_RESTART_COUNT:
+                return Rejected(ns, "stamp_backwards", f"stamp {ns} not after the previous {self._last_stamp_ns}")
+            reset_kind = "stamp_backwards"
+            self._reset()
+        self._backwards_run = 0
+        self._last_stamp_ns = ns
         try:
             rgb, K = self.model.undistort(rgb)
         except CameraInfoError as exc:
-            return Rejected(ns, "size_mismatch", str(exc))
-        return Frame(rgb=rgb, K=K, stamp_ns=ns, frame_id=msg.header.frame_id)
+            return Rejected(ns, "bad_intrinsics", f"camera_info does not fit the image: {exc}")
+        if reset_kind is not None:
+            self.faults[reset_kind] += 1
+        return Frame(rgb=np.ascontiguousarray(rgb), K=np.asarray(K, dtype=np.float64), stamp_ns=ns, frame_id=msg.header.frame_id)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -54,13 +54,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-frame", default="", help="child frame of /tf and odometry (default: the camera frame)")
     p.add_argument("--no-ply", action="store_true", help="do not write PLY files")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many image messages")
+    p.add_argument("--progress-interval-s", type=float, default=None,
+                   help="seconds between progress lines (default 0.2 on a terminal, else 2)")
 
 
 @dataclasses.dataclass
 class RunStats:
     frames: int = 0  # image messages read
     decoded: int = 0  # turned into Frames
-    rejected: Counter = dataclasses.field(default_factory=Counter)  # kind -> count
+    rejected: Counter = dataclasses.field(default_factory=Counter)  # fault kind -> count (bag_io.REJECT_KINDS)
     keyframes: int = 0
     pairs: int = 0
     pairs_lost: int = 0
@@ -206,9 +208,9 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
 
         pipeline = Pipeline(cfg)
         frames_cfg = OutputFrames(odom_frame=args.odom_frame, base_frame=args.base_frame)
-        source = bag_io.FrameSource()
+        source = bag_io.FrameSource(on_reset=pipeline.reset)
         total = min(topics.image_count, args.max_frames or topics.image_count)
-        progress = Progress(total)
+        progress = Progress(total, interval_s=args.progress_interval_s)
         ply_dir = output / PLY_DIR
         first_pair = True
         out_bag = bag_io.OutputBag(output / BAG_DIR, storage=args.storage, typestore=None)
@@ -219,14 +221,14 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
                     break
                 if topic == topics.camera_info:
                     source.camera_info(msg)
+                    stats.rejected = source.faults
                     continue
                 if args.max_frames is not None and stats.frames >= args.max_frames:
                     break
                 stats.frames += 1
                 item = source.image(msg, topics.image_type)
-                if isinstance(item, bag_io.Rejected):
-                    stats.rejected[item.kind] += 1
-                else:
+                stats.rejected = source.faults
+                if not isinstance(item, bag_io.Rejected):
                     stats.decoded += 1
                     pair = pipeline.offer(item)
                     if pair is not None:

@@ -44,16 +44,22 @@ class Calibration:
 
 
 def load_calibration(path: str | pathlib.Path, width: int, height: int) -> Calibration:
-    """Intrinsics (and distortion, when the file has it) for images of size width x height."""
-    from noposplat_ros import intrinsics_file  # the shared parser (camera_info YAML, JSON, K matrix)
+    """Intrinsics (and distortion, when the file has a full calibration) for width x height images.
 
-    calib = intrinsics_file.load_intrinsics(path, width=width, height=height)
-    if isinstance(calib, np.ndarray):
-        return Calibration(np.asarray(calib, dtype=np.float64))
-    K = np.asarray(getattr(calib, "K", getattr(calib, "K_px", None)), dtype=np.float64)
-    d = getattr(calib, "d", None) or getattr(calib, "distortion", None)
-    model = getattr(calib, "distortion_model", "plumb_bob") or "plumb_bob"
-    return Calibration(K, None if d is None else np.asarray(d, dtype=np.float64), model)
+    Files: see ``noposplat_ros.intrinsics_file`` (camera_info YAML, CameraInfo dump, fx/fy/cx/cy).
+    """
+    from noposplat_ros.camera_model import CameraInfoError
+    from noposplat_ros.intrinsics_file import IntrinsicsFileError, load_intrinsics
+
+    try:
+        intr = load_intrinsics([path])[0]
+        if intr.camera is None:
+            return Calibration(np.asarray(intr.K_px, dtype=np.float64))
+        cam = intr.camera
+        return Calibration(cam.K_raw_for_image(height, width), np.asarray(cam.d, dtype=np.float64),
+                           cam.distortion_model)
+    except (IntrinsicsFileError, CameraInfoError) as exc:
+        raise SystemExit(f"play: calibration {path}: {exc}") from exc
 
 
 def motorcycle_frames() -> list[PlayFrame]:

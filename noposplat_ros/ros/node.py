@@ -144,7 +144,7 @@ class NoPoSplatNode(LifecycleNode):
                 opts["model_config"] = self._p("model_config")
             opts["device"] = self._p("device")
             opts["precision"] = self._p("precision")
-        refine = {"auto": None, "on": True, "off": False}[self._p("refine")]
+        refine = {"auto": None, "enabled": True, "disabled": False}[self._p("refine")]
         baseline = float(self._p("metric_baseline_m"))
         return PipelineConfig(
             keyframes=KeyframeConfig(**kf_values),

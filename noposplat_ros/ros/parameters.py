@@ -80,8 +80,8 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "auto", "Torch device for the predictor: auto, cpu, cuda, cuda:N.", read_only=True),
     ParamSpec("precision", "auto", "Network precision: auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16.",
               choices=("auto", "fp32", "bf16", "fp16"), read_only=True),
-    ParamSpec("refine", "auto", "Photometric pose refinement of the noposplat backend: auto, on, off.",
-              choices=("auto", "on", "off"), read_only=True),
+    ParamSpec("refine", "auto", "Photometric pose refinement of the noposplat backend: auto (on CUDA only), enabled, disabled.",
+              choices=("auto", "enabled", "disabled"), read_only=True),
     ParamSpec("metric_baseline_m", 0.0,
               "Known distance between the cameras of every pair in metres (stereo rig); 0 = unknown "
               "(chained scale).", range=(0.0, 100.0), read_only=True),

@@ -13,7 +13,8 @@ when the frame becomes a keyframe that pairs with the previous one. The rule, in
 5. Features of the last keyframe (Shi-Tomasi, on a grey image downscaled to ``tracking_width_px``)
    are tracked into the frame with pyramidal Lucas-Kanade (status, patch error and image bounds
    checked). Fewer than
-   ``min_tracked_features`` survivors: tracking is lost and the frame becomes a fresh keyframe 0
+   ``min_tracked_features`` survivors, or fewer than that agreeing with one similarity transform
+   (RANSAC): tracking is lost and the frame becomes a fresh keyframe 0
    (re-initialisation: the chain of pairs breaks, the pair index keeps counting).
 6. parallax = median displacement of the tracked features, in pixels of the input image.
    overlap = area shared by the two views under a similarity transform fitted to the tracks
@@ -233,10 +234,13 @@ class KeyframeSelector:
         m.tracked = int(p0.shape[0])
         transform = None
         if m.tracked >= cfg.min_tracked_features:
-            transform, _ = cv2.estimateAffinePartial2D(
+            transform, inliers = cv2.estimateAffinePartial2D(
                 p0, p1, method=cv2.RANSAC, ransacReprojThreshold=_RANSAC_THRESHOLD_FRAC * grey.shape[1]
             )
-        if transform is None or m.tracked < cfg.min_tracked_features:
+            # Wrong tracks (e.g. into a region the keyframe never saw) agree on no common motion.
+            if transform is not None and int(inliers.sum()) < cfg.min_tracked_features:
+                transform = None
+        if transform is None:
             st.tracking_failed += 1
             return self._reinit(frame, grey, Decision.TRACKING_FAILED)
         m.parallax_px = float(np.median(np.linalg.norm(p1 - p0, axis=-1))) * scale

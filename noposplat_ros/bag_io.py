@@ -314,17 +314,16 @@ class FrameSource:
         if self.model is None:
             why = f"invalid camera_info: {self.last_info_error}" if self.last_info_error else "no camera_info yet"
             return Rejected(ns, "camera_info_missing", why)
-        reset_kind = None
         hw = (int(rgb.shape[0]), int(rgb.shape[1]))
         if self._last_hw is not None and hw != self._last_hw:
-            reset_kind = "size_change"  # counted, and the frame is still used after the restart
+            self.faults["size_change"] += 1  # counted; the frame goes on after the restart
             self._reset()
         self._last_hw = hw
         if self._last_stamp_ns is not None and ns <= self._last_stamp_ns:
             self._backwards_run += 1
             if self._backwards_run < BACKWARDS_RESTART_COUNT:
                 return Rejected(ns, "stamp_backwards", f"stamp {ns} not after the previous {self._last_stamp_ns}")
-            reset_kind = "stamp_backwards"
+            self.faults["stamp_backwards"] += 1
             self._reset()
         self._backwards_run = 0
         self._last_stamp_ns = ns
@@ -332,8 +331,6 @@ class FrameSource:
             rgb, K = self.model.undistort(rgb)
         except CameraInfoError as exc:
             return Rejected(ns, "bad_intrinsics", f"camera_info does not fit the image: {exc}")
-        if reset_kind is not None:
-            self.faults[reset_kind] += 1
         return Frame(rgb=np.ascontiguousarray(rgb), K=np.asarray(K, dtype=np.float64), stamp_ns=ns, frame_id=msg.header.frame_id)
 
 

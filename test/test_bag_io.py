@@ -114,23 +114,36 @@ def _info_msg(ts, frame: Frame, K=None, width=None):
     )
 
 
-def test_frame_source_rejects_by_kind(seq_frames):
+def test_frame_source_applies_the_node_input_rules(seq_frames):
     ts = bag_io.make_typestore()
     f = seq_frames[0]
-    src = bag_io.FrameSource()
-    assert src.image(_image_msg(ts, f), bag_io.IMAGE_TYPE).kind == "no_camera_info"
+    resets = []
+    src = bag_io.FrameSource(on_reset=lambda: resets.append(1))
+
+    def img(frame=f, stamp=None, **kw):
+        fr = frame if stamp is None else Frame(frame.rgb, frame.K, stamp, frame.frame_id)
+        return src.image(_image_msg(ts, fr, **kw), bag_io.IMAGE_TYPE)
+
+    assert img().kind == "camera_info_missing"
     K_nan = f.K.copy()
     K_nan[0, 0] = np.nan
     bad = src.camera_info(_info_msg(ts, f, K=K_nan))
-    assert bad is not None and bad.kind == "camera_info" and "NaN" in bad.message
-    assert src.image(_image_msg(ts, f), bag_io.IMAGE_TYPE).kind == "no_camera_info"
+    assert bad is not None and bad.kind == "bad_intrinsics" and "NaN" in bad.message
+    assert img().kind == "camera_info_missing"
     assert src.camera_info(_info_msg(ts, f)) is None
-    assert isinstance(src.image(_image_msg(ts, f), bag_io.IMAGE_TYPE), Frame)
-    assert src.image(_image_msg(ts, f, encoding="bogus16"), bag_io.IMAGE_TYPE).kind == "decode"
-    truncated = _image_msg(ts, f, data=f.rgb.reshape(-1)[: f.rgb.size // 2])
-    assert src.image(truncated, bag_io.IMAGE_TYPE).kind == "decode"
-    small = Frame(np.ascontiguousarray(f.rgb[:-4, :-4]), f.K, f.stamp_ns, f.frame_id)
-    assert src.image(_image_msg(ts, small), bag_io.IMAGE_TYPE).kind == "size_mismatch"
+    assert isinstance(img(), Frame)
+    assert img(stamp=f.stamp_ns + 1, encoding="bogus16").kind == "unknown_encoding"
+    assert img(stamp=f.stamp_ns + 2, data=f.rgb.reshape(-1)[: f.rgb.size // 2]).kind == "short_data"
+    # stamps: equal/backwards frames are dropped; the third in a row restarts the stream
+    assert img(stamp=f.stamp_ns).kind == "stamp_backwards"
+    assert img(stamp=f.stamp_ns - 5).kind == "stamp_backwards"
+    assert isinstance(img(stamp=f.stamp_ns - 10), Frame) and resets == [1]
+    assert isinstance(img(stamp=f.stamp_ns + 10), Frame)
+    # a size change restarts the keyframes; without a matching camera_info the frame is dropped
+    small = Frame(np.ascontiguousarray(f.rgb[:-4, :-4]), f.K, f.stamp_ns + 20, f.frame_id)
+    assert img(small).kind == "bad_intrinsics" and resets == [1, 1]
+    assert src.faults == {"camera_info_missing": 2, "bad_intrinsics": 2, "unknown_encoding": 1, "short_data": 1,
+                          "stamp_backwards": 3, "size_change": 1}
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])

@@ -1,0 +1,271 @@
+"""`noposplat-ros process-bag`: real-image bags in both storages -> output bag read back with rosbags
+and rclpy, the same keyframe pairs as the live node fed the same frames over DDS, clear errors for
+bad input, and Ctrl-C leaving a valid partial bag."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from noposplat_ros import bag_io
+from noposplat_ros.cli import main as cli_main
+from noposplat_ros.moving_sequence import MotorcycleSequence
+
+# Half-size Motorcycle crops (320x240); the camera moves between the rig's two positions every
+# 4 frames, so the keyframe selector makes a pair about every 4 frames.
+N_FRAMES = 14
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return MotorcycleSequence(scale=0.5, frames_per_view=4).frames(N_FRAMES)
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory, frames):
+    """Both storages: input bag -> process-bag -> OUTPUT dir. {storage: (input, output, exit code)}."""
+    out = {}
+    for storage in ("mcap", "sqlite3"):
+        d = tmp_path_factory.mktemp(f"pb_{storage}")
+        bag_io.frames_to_bag(d / "in", frames, storage=storage)
+        rc = cli_main(["process-bag", str(d / "in"), str(d / "out"), "--storage", storage, "--predictor", "geometry"])
+        out[storage] = (d / "in", d / "out", rc)
+    return out
+
+
+def _read_output(bag_path: pathlib.Path):
+    from rosbags.highlevel import AnyReader
+
+    msgs: dict[str, list] = {}
+    with AnyReader([bag_path], default_typestore=bag_io.make_typestore()) as reader:
+        types = {c.topic: c.msgtype for c in reader.connections}
+        for conn, log_ns, raw in reader.messages():
+            msgs.setdefault(conn.topic, []).append((log_ns, reader.deserialize(raw, conn.msgtype), bytes(raw)))
+    return types, msgs
+
+
+def _ns(t) -> int:
+    return int(t.sec) * 10**9 + int(t.nanosec)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_output_bag_topics_types_stamps(processed, frames, storage):
+    _, out, rc = processed[storage]
+    assert rc == 0
+    bag_dir = out / "bag"
+    assert any(bag_dir.glob("*.mcap" if storage == "mcap" else "*.db3"))
+    types, msgs = _read_output(bag_dir)
+    assert types == bag_io.OUTPUT_TOPICS
+    stamps = {f.stamp_ns for f in frames}
+    pairs = [m for _, m, _ in msgs[bag_io.SPLAT_PAIR_TOPIC]]
+    assert len(pairs) >= 2, "the moving sequence must give keyframe pairs"
+    for log_ns, m, _ in msgs[bag_io.SPLAT_PAIR_TOPIC]:
+        s0, s1 = _ns(m.stamp0), _ns(m.stamp1)
+        assert s0 in stamps and s1 in stamps and s0 < s1
+        assert log_ns == _ns(m.header.stamp) == s0  # logged at keyframe 0's stamp
+        assert m.splats.width > 1000 and m.status in (0, 1) and m.backend == "geometry"
+    # chained keyframes: each pair starts where the previous ended
+    assert all(_ns(a.stamp1) == _ns(b.stamp0) for a, b in zip(pairs, pairs[1:]))
+    assert [t for t, _, _ in msgs[bag_io.SPLATS_TOPIC]] == [_ns(p.stamp0) for p in pairs]
+    assert [t for t, _, _ in msgs[bag_io.ODOMETRY_TOPIC]] == [_ns(p.stamp1) for p in pairs]
+    for log_ns, m, _ in msgs[bag_io.TF_TOPIC]:
+        assert log_ns == _ns(m.transforms[0].header.stamp)
+    # the camera moves along +x between the rig's positions: odometry x alternates ~1 step apart
+    xs = [m.pose.pose.position.x for _, m, _ in msgs[bag_io.ODOMETRY_TOPIC]]
+    assert abs(xs[0]) > 0.5
+
+    # rclpy's real typesupport decodes every payload to the same values
+    from nav_msgs.msg import Odometry
+    from noposplat_msgs.msg import SplatPair
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import PointCloud2
+    from tf2_msgs.msg import TFMessage
+
+    ros_types = {bag_io.SPLATS_TOPIC: PointCloud2, bag_io.SPLAT_PAIR_TOPIC: SplatPair,
+                 bag_io.ODOMETRY_TOPIC: Odometry, bag_io.TF_TOPIC: TFMessage}
+    for topic, cls in ros_types.items():
+        for _, m, raw in msgs[topic]:
+            r = deserialize_message(raw, cls)
+            if topic == bag_io.SPLAT_PAIR_TOPIC:
+                assert (_ns(r.stamp0), _ns(r.stamp1)) == (_ns(m.stamp0), _ns(m.stamp1))
+                assert bytes(r.splats.data) == bytes(m.splats.data.tobytes())
+                np.testing.assert_array_equal(np.asarray(r.covariance), m.covariance)
+            elif topic == bag_io.TF_TOPIC:
+                assert r.transforms[0].child_frame_id == m.transforms[0].child_frame_id
+            else:
+                assert _ns(r.header.stamp) == _ns(m.header.stamp)
+
+    # PLY per pair and the trajectory
+    plys = sorted((out / "ply").glob("*.ply"))
+    assert len(plys) == sum(p.status != 2 for p in pairs)
+    from noposplat_ros.io.ply import read_ply
+
+    assert read_ply(plys[0]).num == pairs[0].splats.width
+    tum = [line.split() for line in (out / "trajectory.tum").read_text().splitlines() if line and not line.startswith("#")]
+    assert len(tum) >= len(pairs) and all(len(row) == 8 for row in tum)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == N_FRAMES and summary["pairs"] == len(pairs) and not summary["interrupted"]
+
+
+def test_both_storages_give_the_same_pairs(processed):
+    stamps = {}
+    for storage, (_, out, _) in processed.items():
+        _, msgs = _read_output(out / "bag")
+        stamps[storage] = [(_ns(m.stamp0), _ns(m.stamp1)) for _, m, _ in msgs[bag_io.SPLAT_PAIR_TOPIC]]
+    assert stamps["mcap"] == stamps["sqlite3"]
+
+
+def test_same_keyframe_pairs_as_the_live_node(processed, frames):
+    """Feed the same frames to noposplat_node over DDS (separate process): the SplatPairs it
+    publishes carry exactly the keyframe stamps of the output bag."""
+    import rclpy
+    from rclpy.node import Node
+
+    from noposplat_ros.ros.soak_nodes import CameraStreamer, OutputMonitor, Spinner
+
+    _, out, _ = processed["mcap"]
+    _, msgs = _read_output(out / "bag")
+    bag_pairs = [(_ns(m.stamp0), _ns(m.stamp1)) for _, m, _ in msgs[bag_io.SPLAT_PAIR_TOPIC]]
+    pair_end = {s1 for _, s1 in bag_pairs}
+
+    ns = "/pbtest"
+    node_cmd = [str(pathlib.Path(sys.executable).parent / "noposplat_node"), "--ros-args", "-r", f"__ns:={ns}",
+                "-p", "predictor:=geometry", "-p", "input_qos:=reliable"]
+    log_dir = pathlib.Path(os.environ["ROS_LOG_DIR"])
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / f"pbtest_node_{os.getpid()}.log", "w")
+    node_proc = subprocess.Popen(node_cmd, stdout=log, stderr=subprocess.STDOUT)
+    rclpy.init()
+    node = Node("pbtest_driver")
+    cam = CameraStreamer(node, f"{ns}/image", f"{ns}/camera_info")
+    monitor = OutputMonitor(node, f"{ns}/noposplat_node", splat_pairs=True)
+    spinner = Spinner(node)
+    try:
+        assert cam.wait_for_subscribers(60), "node did not subscribe"
+        deadline = time.monotonic() + 30  # outputs matched too, so the first pair is not missed
+        while time.monotonic() < deadline and node.count_publishers(f"{ns}/noposplat_node/splat_pair") == 0:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        for f in frames:
+            cam.publish_frame(f)
+            if f.stamp_ns in pair_end:  # wait for that pair so the node never supersedes one
+                t_end = time.monotonic() + 60
+                while time.monotonic() < t_end and not any(p[2] == f.stamp_ns for p in monitor.snapshot()[2]):
+                    time.sleep(0.05)
+            else:
+                time.sleep(0.1)
+        time.sleep(1.0)
+        node_pairs = [(s0, s1) for _, s0, s1, _ in monitor.snapshot()[2]]
+        assert node_proc.poll() is None, "node died"
+    finally:
+        spinner.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+        node_proc.send_signal(signal.SIGINT)
+        try:
+            node_proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            node_proc.kill()
+        log.close()
+    assert node_pairs == bag_pairs
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+def _run_cli(args, capsys):
+    rc = cli_main(["process-bag", *map(str, args), "--predictor", "geometry"])
+    err = capsys.readouterr().err.strip().splitlines()
+    return rc, err
+
+
+@pytest.fixture(scope="module")
+def good_bag(tmp_path_factory, frames):
+    path = tmp_path_factory.mktemp("good") / "in"
+    bag_io.frames_to_bag(path, frames[:3], storage="mcap")
+    return path
+
+
+def test_missing_topic(tmp_path, good_bag, capsys):
+    rc, err = _run_cli([good_bag, tmp_path / "out", "--image-topic", "/nope/image_raw"], capsys)
+    assert rc == 1 and len(err) == 1 and "/nope/image_raw" in err[0] and "not in the bag" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_topic(tmp_path, capsys):
+    bag_io.frames_to_bag(tmp_path / "in", [], storage="sqlite3")
+    rc, err = _run_cli([tmp_path / "in", tmp_path / "out"], capsys)
+    assert rc == 1 and len(err) == 1 and "empty" in err[0] and "/camera/image_raw" in err[0]
+
+
+def test_camera_info_absent(tmp_path, frames, capsys):
+    bag_io.frames_to_bag(tmp_path / "in", frames[:2], camera_info_topic=None)
+    rc, err = _run_cli([tmp_path / "in", tmp_path / "out"], capsys)
+    assert rc == 1 and len(err) == 1 and "no CameraInfo topic" in err[0]
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_truncated_bag(tmp_path, frames, capsys, storage):
+    bag_io.frames_to_bag(tmp_path / "in", frames[:4], storage=storage)
+    (data,) = [p for p in (tmp_path / "in").iterdir() if p.suffix in (".mcap", ".db3")]
+    raw = data.read_bytes()
+    data.write_bytes(raw[: len(raw) * 2 // 3])
+    rc, err = _run_cli([tmp_path / "in", tmp_path / "out"], capsys)
+    assert rc == 1 and len(err) == 1 and "cannot read bag" in err[0] and str(tmp_path / "in") in err[0]
+
+
+def test_unreadable_path(tmp_path, capsys):
+    rc, err = _run_cli([tmp_path / "nothing", tmp_path / "out"], capsys)
+    assert rc == 1 and len(err) == 1 and "does not exist" in err[0]
+
+
+def test_existing_output_needs_overwrite(tmp_path, good_bag, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    rc, err = _run_cli([good_bag, out], capsys)
+    assert rc == 1 and len(err) == 1 and "exists" in err[0] and "--overwrite" in err[0]
+    assert (out / "summary.json").read_text() == "{}"  # untouched
+    rc, err = _run_cli([good_bag, out, "--overwrite"], capsys)
+    assert rc == 0 and (out / "bag" / "metadata.yaml").is_file()
+    # --overwrite never deletes what process-bag did not write
+    (out / "precious.txt").write_text("x")
+    rc, err = _run_cli([good_bag, out, "--overwrite"], capsys)
+    assert rc == 1 and "precious.txt" in err[0] and (out / "precious.txt").exists()
+
+
+# ------------------------------------------------------------------------------ Ctrl-C
+
+
+def test_ctrl_c_leaves_a_valid_partial_bag(tmp_path):
+    seq = MotorcycleSequence(scale=0.5, frames_per_view=4)
+    bag_io.frames_to_bag(tmp_path / "in", seq.frames(120), storage="mcap")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [str(pathlib.Path(sys.executable).parent / "noposplat-ros"), "process-bag", str(tmp_path / "in"), str(out),
+         "--predictor", "geometry", "--progress-interval-s", "0"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    lines = []
+    for line in proc.stderr:  # progress lines; interrupt once two pairs are written
+        lines.append(line)
+        if " pairs 2 " in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    rc = proc.wait(timeout=120)
+    assert rc == 130, "".join(lines[-3:]) + rest
+    assert "interrupted" in rest and "valid" in rest
+    types, msgs = _read_output(out / "bag")
+    assert types == bag_io.OUTPUT_TOPICS
+    n = len(msgs.get(bag_io.SPLAT_PAIR_TOPIC, []))
+    assert 2 <= n < 25  # some pairs written, far from the whole bag
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and summary["frames"] < 120 and summary["pairs"] == n

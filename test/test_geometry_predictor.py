@@ -154,23 +154,28 @@ def render_scene(K: np.ndarray, T_cam0_from_cam: np.ndarray, hw: tuple[int, int]
 HW = (240, 320)
 K0 = np.array([[300.0, 0, 160.0], [0, 300.0, 120.0], [0, 0, 1]])
 K1 = np.array([[310.0, 0, 166.0], [0, 310.0, 118.0], [0, 0, 1]])  # a different camera on purpose
-T_TRUE = make_T(cv2.Rodrigues(np.array([0.02, -0.05, 0.01]))[0], [0.45, -0.06, 0.12])  # T_cam0_from_cam1
+# True T_cam0_from_cam1 of camera 1: mostly sideways, and mostly forward (epipole inside the image).
+MOTIONS = {
+    "sideways": make_T(cv2.Rodrigues(np.array([0.02, -0.05, 0.01]))[0], [0.45, -0.06, 0.12]),
+    "forward": make_T(cv2.Rodrigues(np.array([0.01, 0.02, 0.0]))[0], [0.08, 0.02, 0.5]),
+}
 
 
-@pytest.fixture(scope="module")
-def synthetic():
-    rgb0, pts0, depth0 = render_scene(K0, np.eye(4), HW)
-    rgb1, pts1_in_cam0, depth1 = render_scene(K1, T_TRUE, HW)
+@pytest.fixture(scope="module", params=sorted(MOTIONS))
+def synthetic(request):
+    T_true = MOTIONS[request.param]
+    rgb0, pts0, _ = render_scene(K0, np.eye(4), HW)
+    rgb1, pts1_in_cam0, _ = render_scene(K1, T_true, HW)
     pair = KeyframePair(Frame(rgb0, K0, 1000, "cam"), Frame(rgb1, K1, 2000, "cam"))
     recon = GeometryPredictor(GeometryConfig(grid_long_side=320)).predict(pair)
-    return pair, recon, pts0, pts1_in_cam0
+    return pair, recon, pts0, pts1_in_cam0, T_true
 
 
 def test_synthetic_pose_and_unit_baseline(synthetic):
-    _, r, _, _ = synthetic
+    _, r, _, _, T_true = synthetic
     T = r.pose.T_cam0_from_cam1
-    assert rotation_angle_deg(T[:3, :3].T @ T_TRUE[:3, :3]) < 0.3
-    assert direction_angle_deg(T[:3, 3], T_TRUE[:3, 3]) < 1.5
+    assert rotation_angle_deg(T[:3, :3].T @ T_true[:3, :3]) < 0.3
+    assert direction_angle_deg(T[:3, 3], T_true[:3, 3]) < 1.5
     assert np.linalg.norm(T[:3, 3]) == pytest.approx(1.0, abs=1e-9)
     assert r.scale_kind == ScaleKind.UNIT_BASELINE and r.grid_hw == HW
     np.testing.assert_allclose(r.K_grid, np.stack([K0, K1]), atol=1e-9)  # native grid: K unchanged
@@ -178,11 +183,11 @@ def test_synthetic_pose_and_unit_baseline(synthetic):
 
 def test_synthetic_frame_order_and_scale_convention(synthetic):
     """View 0 first, then view 1, each row-major, all in camera 0's frame, in baseline units."""
-    _, r, pts0, pts1_in_cam0 = synthetic
+    _, r, pts0, pts1_in_cam0, T_true = synthetic
     n = HW[0] * HW[1]
     g = r.gaussians
     assert g.num == 2 * n
-    baseline = np.linalg.norm(T_TRUE[:3, 3])
+    baseline = np.linalg.norm(T_true[:3, 3])
     means = g.means.double().numpy()
     op = g.opacities.numpy()
     v, u = np.mgrid[0 : HW[0], 0 : HW[1]]
@@ -200,7 +205,7 @@ def test_synthetic_frame_order_and_scale_convention(synthetic):
     # Positions match the true scene divided by the true baseline (unit-baseline convention).
     for sl, truth in ((slice(0, n), pts0), (slice(n, 2 * n), pts1_in_cam0)):
         opaque = op[sl] > 0.5
-        assert opaque.mean() > 0.6
+        assert opaque.mean() > 0.5
         err = np.linalg.norm(means[sl] - truth / baseline, axis=1) / np.linalg.norm(truth / baseline, axis=1)
         assert np.median(err[opaque]) < 0.03
     # Splat size follows the pixel footprint at its depth (0.5 px lateral std by default).
@@ -210,7 +215,7 @@ def test_synthetic_frame_order_and_scale_convention(synthetic):
 
 def test_view_order_swaps_with_the_pair(synthetic):
     """Swapping the inputs gives the inverse pose: the first keyframe always defines the frame."""
-    pair, r, _, _ = synthetic
+    pair, r, _, _, _ = synthetic
     r_swapped = GeometryPredictor(GeometryConfig(grid_long_side=320)).predict(KeyframePair(pair.kf1, pair.kf0))
     T, Ts = r.pose.T_cam0_from_cam1, r_swapped.pose.T_cam0_from_cam1
     assert rotation_angle_deg(Ts[:3, :3] @ T[:3, :3]) < 0.3
@@ -219,7 +224,7 @@ def test_view_order_swaps_with_the_pair(synthetic):
 
 
 def test_downscaled_grid_keeps_the_geometry(synthetic):
-    pair, r_full, _, _ = synthetic
+    pair, r_full, _, _, _ = synthetic
     r = GeometryPredictor(GeometryConfig(grid_long_side=160)).predict(pair)
     assert r.grid_hw == (120, 160)
     np.testing.assert_allclose(r.K_grid[0], resize_K(K0, 0.5, 0.5))

@@ -3,6 +3,7 @@ poses for the frame/scale convention, degenerate pairs, and backend selection.""
 from __future__ import annotations
 
 import functools
+import warnings
 
 import cv2
 import numpy as np
@@ -234,6 +235,40 @@ def test_downscaled_grid_keeps_the_geometry(synthetic):
     op = r.gaussians.opacities[: 120 * 160].numpy().reshape(120, 160) > 0.5
     ref = cv2.resize(z_full, (160, 120), interpolation=cv2.INTER_AREA)
     assert np.median(np.abs(z_half - ref)[op] / ref[op]) < 0.03
+
+
+def test_same_convention_as_the_noposplat_backend(synthetic):
+    """The noposplat backend gets its pose by PnP on view 1's centres (camera-0 frame, unit baseline).
+
+    1. Our view-1 Gaussians through that pose stage give back our T_cam0_from_cam1 (not its inverse).
+    2. A perfect network (the true scene at the noposplat grid and K, divided by the baseline)
+       through the same stage gives the pose we estimated: same frame, same direction, |t| = 1.
+    """
+    from noposplat_ros.pose.pnp import solve_pnp_official
+    from noposplat_ros.preprocess import prepare_pair
+
+    pair, r, _, _, T_true = synthetic
+    h, w = r.grid_hw
+    n = h * w
+    T = r.pose.T_cam0_from_cam1
+    ours = solve_pnp_official(
+        r.gaussians.means[n:].reshape(h, w, 3).numpy(), r.gaussians.opacities[n:].reshape(h, w).numpy(), r.K_grid[1]
+    )
+    assert ours.status != PoseStatus.LOST, ours.message
+    assert rotation_angle_deg(ours.T_cam0_from_cam1[:3, :3].T @ T[:3, :3]) < 0.05
+    np.testing.assert_allclose(ours.T_cam0_from_cam1[:3, 3], T[:3, 3], atol=5e-3)
+
+    with warnings.catch_warnings():  # a warning about our two different cameras is fine here
+        warnings.simplefilter("ignore")
+        prepared = prepare_pair(pair.kf0.rgb, pair.kf1.rgb, pair.kf0.K, pair.kf1.K, (256, 256))
+    K_net = prepared.K_grid_px
+    _, pts1, _ = render_scene(K_net[1], T_true, (256, 256))
+    perfect = pts1 / np.linalg.norm(T_true[:3, 3])
+    oracle = solve_pnp_official(perfect.reshape(256, 256, 3), np.full((256, 256), 0.9), K_net[1])
+    T_net = oracle.T_cam0_from_cam1
+    assert np.linalg.norm(T_net[:3, 3]) == pytest.approx(1.0, abs=1e-3)
+    assert rotation_angle_deg(T_net[:3, :3].T @ T[:3, :3]) < 0.3
+    assert direction_angle_deg(T_net[:3, 3], T[:3, 3]) < 1.5
 
 
 # ----------------------------------------------------------------------------------------------

@@ -162,3 +162,15 @@ def test_model_presets_load():
     assert NoPoSplatConfig.from_json(MODEL_DIR / "noposplat_tiny.json") == NoPoSplatConfig.tiny()
     with pytest.raises(ValueError, match="unknown model-config keys"):
         NoPoSplatConfig.from_dict({"enc_dims": 3})
+
+
+def test_portrait_input_warns_and_stays_row_major(tiny_model, golden):
+    # portrait grid (H > W): the official code would return column-major means; ours warns once and
+    # keeps every output row-major, so means and the point map agree pixel by pixel
+    tiny_model._warned_portrait = False
+    image = golden["input.image"][:1, :, :, :, :32].transpose(-1, -2).contiguous()  # (1, 2, 3, 32, 32) -> square
+    image = torch.cat([image, image], dim=-2)  # (1, 2, 3, 64, 32): portrait
+    with pytest.warns(UserWarning, match="portrait"), torch.no_grad():
+        out = tiny_model(image, golden["input.intrinsics"][:1])
+    assert out.means.shape == (1, 2 * 64 * 32, 3)
+    torch.testing.assert_close(out.means[0, : 64 * 32], out.pts3d[0, 0].reshape(-1, 3))

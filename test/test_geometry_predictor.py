@@ -312,7 +312,9 @@ def test_triangulate_rays_closed_form():
 def test_make_predictor():
     p = make_predictor("geometry")
     assert isinstance(p, GeometryPredictor) and p.config == GeometryConfig()
-    p = make_predictor("Geometry", config=GeometryConfig(grid_long_side=128), max_features=500, checkpoint=None)
+    p = make_predictor(
+        "Geometry", config=GeometryConfig(grid_long_side=128), max_features=500, checkpoint=None, device="cpu"
+    )
     assert p.config.grid_long_side == 128 and p.config.max_features == 500
     with pytest.raises(ValueError, match="unknown predictor backend"):
         make_predictor("colmap")

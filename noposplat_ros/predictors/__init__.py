@@ -11,8 +11,10 @@ from typing import Any
 
 BACKENDS = ("geometry", "noposplat")
 
-# Options a uniform caller may pass for every backend; the geometry backend ignores them when unset.
+# Options of the noposplat backend. A uniform caller may pass them for every backend: the geometry
+# backend ignores them when unset (None), and always ignores device/precision (it runs on the CPU).
 _NOPOSPLAT_ONLY = ("checkpoint", "model_config", "device", "precision", "refine")
+_GEOMETRY_IGNORES = ("device", "precision")
 
 
 def make_predictor(backend: str, **options: Any) -> Any:
@@ -31,7 +33,7 @@ def make_predictor(backend: str, **options: Any) -> Any:
 
         opts = dict(options)
         for key in _NOPOSPLAT_ONLY:
-            if key in opts and opts[key] is None:
+            if key in opts and (opts[key] is None or key in _GEOMETRY_IGNORES):
                 del opts[key]
         config = opts.pop("config", None) or GeometryConfig()
         if not isinstance(config, GeometryConfig):

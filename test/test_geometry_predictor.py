@@ -326,3 +326,18 @@ def test_make_predictor():
         make_predictor("geometry", grid_size=3)
     with pytest.raises(ValueError, match="flow_preset"):
         make_predictor("geometry", flow_preset="slow")
+
+
+def test_make_predictor_noposplat_with_tiny_weights(conformance_dir):
+    from noposplat_ros.network.config import MODEL_DIR
+    from noposplat_ros.predictors.noposplat import NoPoSplatPredictor
+
+    weights = conformance_dir / "noposplat_tiny_weights.safetensors"
+    tiny = MODEL_DIR / "noposplat_tiny.json"
+    p = make_predictor("noposplat", checkpoint=weights, model_config=tiny, device="cpu", precision="fp32", refine=False)
+    try:
+        assert isinstance(p, NoPoSplatPredictor) and p.backend == "noposplat"
+    finally:
+        p.close()
+    with pytest.raises(ValueError, match="unknown option"):
+        make_predictor("noposplat", checkpoint=weights, grid_long_side=256)

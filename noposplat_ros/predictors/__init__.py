@@ -24,7 +24,8 @@ def make_predictor(backend: str, **options: Any) -> Any:
     options:
       geometry: ``config=GeometryConfig(...)`` and/or GeometryConfig field names as keywords (they
         override ``config``'s fields). noposplat-only options set to None are ignored.
-      noposplat: ``checkpoint`` (required), ``model_config``, ``device``, ``precision``, ``refine``.
+      noposplat: ``checkpoint`` (required), ``model_config``, ``device``, ``precision``, ``refine``,
+        ``allow_pickle``.
     Raises ValueError for an unknown backend, unknown options, or noposplat without a checkpoint.
     """
     name = str(backend).strip().lower()
@@ -55,7 +56,7 @@ def make_predictor(backend: str, **options: Any) -> Any:
             )
         from noposplat_ros.predictors.noposplat import NoPoSplatPredictor
 
-        allowed = set(_NOPOSPLAT_ONLY)
+        allowed = set(_NOPOSPLAT_ONLY) | {"allow_pickle"}
         unknown = sorted(set(options) - allowed)
         if unknown:
             raise ValueError(f"noposplat backend: unknown option(s) {unknown}; valid: {sorted(allowed)}")

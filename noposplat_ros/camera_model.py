@@ -78,6 +78,8 @@ class CameraModel:
     roi_xywh: tuple[int, int, int, int]
     roi_do_rectify: bool
     _maps: dict = dataclasses.field(default_factory=dict, repr=False)
+    _identity: bool | None = dataclasses.field(default=None, repr=False)
+    _K_out: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -161,11 +163,13 @@ class CameraModel:
     @property
     def is_identity(self) -> bool:
         """True when undistortion is a no-op: no distortion, R = I and P's intrinsics equal K."""
-        return (
-            not self.has_distortion
-            and np.allclose(self.R, np.eye(3), atol=1e-9)
-            and np.allclose(self.P3, self.K, rtol=1e-9, atol=1e-9)
-        )
+        if self._identity is None:  # cached: checked on every frame
+            self._identity = bool(
+                not self.has_distortion
+                and np.allclose(self.R, np.eye(3), atol=1e-9)
+                and np.allclose(self.P3, self.K, rtol=1e-9, atol=1e-9)
+            )
+        return self._identity
 
     def calibration_key(self) -> bytes:
         """Bytes that differ whenever anything affecting :meth:`undistort` differs (cheap change test)."""
@@ -183,7 +187,7 @@ class CameraModel:
         return out
 
     def _check_size(self, h: int, w: int) -> None:
-        if (int(h), int(w)) != self.image_size_hw:
+        if (h, w) != self.image_size_hw:
             eh, ew = self.image_size_hw
             raise CameraInfoError(
                 f"image is {w}x{h} but camera_info describes {ew}x{eh} (calibrated {self.width}x{self.height},"
@@ -198,7 +202,9 @@ class CameraModel:
     def K_for_image(self, h: int, w: int) -> np.ndarray:
         """(3, 3) float64 intrinsics of the image :meth:`undistort` returns for a (h, w) input."""
         self._check_size(h, w)
-        return self._adjust(self.K if self.is_identity else self.P3)
+        if self._K_out is None:
+            self._K_out = self._adjust(self.K if self.is_identity else self.P3)
+        return self._K_out.copy()
 
     # ------------------------------------------------------------------ undistortion
     def _rectify_maps(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:

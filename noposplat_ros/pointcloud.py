@@ -120,12 +120,11 @@ def gaussians_to_structured(g: Gaussians, include_sh: bool = False) -> np.ndarra
     cols[:, 4] = _np32(g.opacities).reshape(n)
     cols[:, 5:8] = _np32(g.scales)
     cols[:, 8:12] = _np32(g.rotations_xyzw)
-    harmonics = _np32(g.harmonics)  # (N, 3, K)
-    packed = pack_rgb(SH_C0 * harmonics[:, :, 0] + 0.5)
+    packed = pack_rgb(SH_C0 * _np32(g.harmonics[:, :, 0]) + 0.5)
     # Bit pattern, not value: write through a uint32 view so no float conversion touches it.
     arr.view("<u4").reshape(n, num_fields)[:, _RGB_COLUMN] = packed
     if include_sh:
-        cols[:, len(BASE_FIELD_NAMES):] = harmonics.reshape(n, 3 * k)
+        cols[:, len(BASE_FIELD_NAMES):] = _np32(g.harmonics).reshape(n, 3 * k)
     return arr
 
 

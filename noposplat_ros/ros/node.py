@@ -57,7 +57,9 @@ class _Throttle:
         self.period_s = period_s
         self._last: dict[str, float] = {}
 
-    def ok(self, key: str) -> bool:
+    def ok(self, kind: str, message: str = "") -> bool:
+        # one key per kind and reason (digits dropped), so a new reason is logged at once
+        key = kind + "|" + "".join(c for c in message[:80] if not c.isdigit())
         now = time.monotonic()
         if now - self._last.get(key, -1e18) >= self.period_s:
             self._last[key] = now
@@ -85,6 +87,7 @@ class NoPoSplatNode(LifecycleNode):
         self._last_hw: tuple[int, int] | None = None
         self._pairs_since_reset = 0
         self._missing_warned_at = -1.0
+        self._no_info_since = -1.0  # monotonic time of the first image that found no valid camera_info
         self._last_result: PairResult | None = None
         self._subs: list = []
         self._pubs: dict[str, object] = {}
@@ -270,7 +273,7 @@ class NoPoSplatNode(LifecycleNode):
     # ------------------------------------------------------------------ faults
     def _fault(self, kind: str, message: str, warn: bool = True) -> None:
         n = self.health.fault(kind, message)
-        if self._throttle.ok(kind):
+        if self._throttle.ok(kind, message):
             log = self.get_logger().warning if warn else self.get_logger().error
             log(f"[{kind}] {message} (count {n})")
 
@@ -286,7 +289,8 @@ class NoPoSplatNode(LifecycleNode):
         if self._camera is None or cam.calibration_key() != self._camera.calibration_key():
             self._camera = cam  # only on a change: keeps the undistortion maps cached
         self._camera_info_time = time.monotonic()
-        if self.health.warning.startswith("no valid camera_info"):
+        self._no_info_since = -1.0
+        if "camera_info" in self.health.warning:
             self.health.warning = ""
 
     def _on_image(self, msg: Image) -> None:
@@ -333,6 +337,8 @@ class NoPoSplatNode(LifecycleNode):
             return
         cam = self._camera
         if cam is None:
+            if self._no_info_since < 0:
+                self._no_info_since = time.monotonic()
             return  # counted by the camera_info watchdog (warning after camera_info_timeout_s)
         hw = (int(rgb.shape[0]), int(rgb.shape[1]))
         if self._last_hw is not None and hw != self._last_hw:
@@ -343,8 +349,8 @@ class NoPoSplatNode(LifecycleNode):
         if self._last_stamp_ns is not None and stamp_ns <= self._last_stamp_ns:
             self._backwards_run += 1
             if self._backwards_run < BACKWARDS_RESTART_COUNT:
-                self._fault("stamp_backwards", f"image stamp {stamp_ns * 1e-9:.9f} s is not after the previous "
-                            f"{self._last_stamp_ns * 1e-9:.9f} s; frame dropped")
+                self._fault("stamp_backwards", f"image stamp {_fmt_stamp(stamp_ns)} s is not after the previous "
+                            f"{_fmt_stamp(self._last_stamp_ns)} s; frame dropped")
                 return
             self._fault("stamp_backwards", f"{self._backwards_run} frames went back in time: taking the stream as "
                         "restarted (e.g. a bag loop); keyframes and trajectory reset")
@@ -465,18 +471,28 @@ class NoPoSplatNode(LifecycleNode):
     def _on_diag_timer(self) -> None:
         now = time.monotonic()
         timeout = float(self._p("camera_info_timeout_s"))
-        if self.health.state == "active" and self._last_image_time > 0 and now - self._last_image_time < timeout:
+        images_flowing = self._last_image_time > 0 and now - self._last_image_time < timeout
+        if self.health.state == "active" and images_flowing and now - self._missing_warned_at >= timeout:
             info_age = now - self._camera_info_time if self._camera_info_time > 0 else float("inf")
-            if (self._camera is None or info_age > timeout) and now - self._missing_warned_at >= timeout:
+            what = ""
+            info_topic = self._camera_info_topic()
+            if self._camera is None and self._no_info_since > 0 and now - self._no_info_since >= timeout:
+                what = (f"no camera_info received on '{info_topic}'" if self._camera_info_time < 0 else
+                        f"no valid camera_info on '{info_topic}' for {now - self._no_info_since:.1f} s") \
+                    + f" while images arrive on '{self._image_topic()}'; frames are dropped"
+            elif self._camera is not None and info_age > timeout:
+                what = (f"camera_info on '{info_topic}' stopped {info_age:.1f} s ago while images arrive; "
+                        "frames use the last one")
+            if what:
                 self._missing_warned_at = now
-                what = "no camera_info received" if self._camera_info_time < 0 else \
-                    f"no valid camera_info for {min(info_age, 1e9):.1f} s"
-                self.health.warning = f"no valid camera_info: {what} while images arrive; frames are dropped"
-                self._fault("camera_info_missing", f"{what} on '{self._camera_info_topic()}' while images arrive "
-                            f"(timeout {timeout:.1f} s); frames are dropped until one arrives")
+                self.health.warning = what
+                self._fault("camera_info_missing", f"{what} (camera_info_timeout_s {timeout:.1f})")
         snap = self.health.snapshot()
         self._diag_pub.publish(health_to_diagnostics(snap, self.get_name(), self.get_fully_qualified_name(),
                                                      self.get_clock().now().nanoseconds))
+
+    def _image_topic(self) -> str:
+        return self._subs[0].topic_name if self._subs else self.resolve_topic_name("image")
 
     def _camera_info_topic(self) -> str:
         return self._subs[1].topic_name if len(self._subs) > 1 else self.resolve_topic_name("camera_info")
@@ -507,6 +523,11 @@ class NoPoSplatNode(LifecycleNode):
         response.message = str(path)
         self.get_logger().info(f"saved {result.num_splats} splats to {path} (scale {result.scale_kind.value})")
         return response
+
+
+def _fmt_stamp(ns: int) -> str:
+    sec, nsec = divmod(int(ns), 1_000_000_000)
+    return f"{sec}.{nsec:09d}"
 
 
 def _empty_cuda_cache() -> None:

@@ -115,3 +115,33 @@ def test_read_rejects_non_splat_ply(tmp_path):
     plyfile.PlyData([plyfile.PlyElement.describe(arr, "vertex")]).write(str(path))
     with pytest.raises(ValueError, match="missing vertex properties"):
         read_ply(path)
+
+
+def test_matches_gsplat_exporter(tmp_path):
+    """gsplat's exporter (CPU part) writes the same properties from gsplat's raw parameters
+    (log scales, logit opacities, wxyz quaternions, sh (N, K, 3)); we read its file back too."""
+    gsplat = pytest.importorskip("gsplat")
+    g = _random_gaussians(50, 3, seed=4)
+    ours = tmp_path / "ours.ply"
+    theirs = tmp_path / "gsplat.ply"
+    write_ply(ours, g)
+    sh_nk3 = g.harmonics.transpose(1, 2)  # (N, K, 3)
+    gsplat.export_splats(
+        means=g.means,
+        scales=torch.log(g.scales),
+        quats=g.rotations_xyzw[:, [3, 0, 1, 2]],
+        opacities=torch.logit(g.opacities),
+        sh0=sh_nk3[:, :1],
+        shN=sh_nk3[:, 1:],
+        format="ply",
+        save_to=str(theirs),
+    )
+    a = plyfile.PlyData.read(str(ours))["vertex"]
+    b = plyfile.PlyData.read(str(theirs))["vertex"]
+    names_b = [p.name for p in b.properties]
+    assert [p.name for p in a.properties if p.name not in ("nx", "ny", "nz")] == names_b
+    for name in names_b:
+        np.testing.assert_allclose(a.data[name], b.data[name], rtol=1e-5, atol=1e-5, err_msg=name)
+    back = read_ply(theirs)
+    torch.testing.assert_close(back.opacities, g.opacities, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(back.harmonics, g.harmonics)

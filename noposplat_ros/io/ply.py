@@ -13,9 +13,10 @@ with
 SH degree 4 (NoPoSplat's 25 coefficients) is truncated to ``max_sh_degree`` = 3 by default: the
 INRIA format, common viewers and the official renderer stop at degree 3.
 
-Written with plyfile from a NumPy structured array. gsplat's ``export_splats`` runs on CPU too, but
-it silently drops rows with non-finite values (which breaks the per-pixel grid order) and has no
-normals or degree control, so it is not used here.
+Written with plyfile from a NumPy structured array. gsplat's ``export_splats`` runs on CPU too (the
+tests check that it writes the same property values), but it expects the raw training parameters,
+silently drops rows with non-finite values (which breaks the per-pixel grid order) and writes no
+normals (some loaders expect them), so it is not used here.
 """
 from __future__ import annotations
 

@@ -42,9 +42,10 @@ import numpy as np
 
 from noposplat_ros.types import Frame, KeyframePair
 
-# LK settings for a ~320-px-wide image: a 15-px window over 4 pyramid levels follows motions up to
-# ~60 tracking px (~120 px at 640 wide) between the keyframe and the frame.
-_LK_WIN = (15, 15)
+# LK settings for a ~320-px-wide image: an 11-px window over 4 pyramid levels follows motions up to
+# ~40 tracking px (~80 px at 640 wide) between the keyframe and the frame; cost grows with the
+# window area and the number of features, so both are kept small (the per-frame budget is ~2 ms).
+_LK_WIN = (11, 11)
 _LK_LEVELS = 3
 _LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03)
 _LK_MAX_ERR = 30.0  # mean absolute grey difference of a tracked patch (0..255)
@@ -75,7 +76,7 @@ class KeyframeConfig:
         5.0, 0.0, 3600.0, "force a keyframe after this long if tracking still overlaps (0 = never force)"
     )
     tracking_width_px: int = _param(320, 32, 4096, "width of the grey image used for tracking and sharpness")
-    max_features: int = _param(150, 10, 5000, "features detected on each keyframe")
+    max_features: int = _param(100, 10, 5000, "features detected on each keyframe")
     min_tracked_features: int = _param(
         15, 4, 5000, "fewer surviving tracks than this means tracking is lost (re-initialise)"
     )

@@ -23,6 +23,10 @@ class ImageDecodeError(ValueError):
     """An image payload cannot be decoded (unknown encoding, inconsistent size, corrupt data)."""
 
 
+class UnsupportedEncodingError(ImageDecodeError):
+    """The encoding (raw) or format (compressed) is not one this module decodes."""
+
+
 @dataclasses.dataclass(frozen=True)
 class _Encoding:
     channels: int  # samples per pixel in the payload
@@ -80,7 +84,7 @@ def _lookup(encoding: str) -> _Encoding:
         # image_encodings names are case-sensitive, but drivers in the wild send "RGB8"/"Mono8".
         enc = _ENCODINGS.get(encoding.lower()) or _ENCODINGS.get(encoding.upper())
     if enc is None:
-        raise ImageDecodeError(
+        raise UnsupportedEncodingError(
             f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
         )
     return enc
@@ -163,9 +167,9 @@ def decode_compressed(format: str, data: Any) -> np.ndarray:  # noqa: A002 (ROS 
     """
     fmt = (format or "").strip().lower()
     if "compresseddepth" in fmt:
-        raise ImageDecodeError(f"compressed depth images are not camera images (format {format!r})")
+        raise UnsupportedEncodingError(f"compressed depth images are not camera images (format {format!r})")
     if fmt and not any(name in fmt for name in _COMPRESSED_FORMATS):
-        raise ImageDecodeError(
+        raise UnsupportedEncodingError(
             f"unsupported compressed image format {format!r}; expected one of {', '.join(_COMPRESSED_FORMATS)}"
         )
     buf = _as_uint8(data)

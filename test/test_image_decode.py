@@ -12,6 +12,7 @@ from skimage import data
 from noposplat_ros.image_decode import (
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
+    UnsupportedEncodingError,
     bytes_per_pixel,
     decode_compressed,
     decode_image,
@@ -176,7 +177,7 @@ def test_png_grey_and_16bit(rgb):
 
 # ------------------------------------------------------------------ errors
 def test_unknown_encoding():
-    with pytest.raises(ImageDecodeError, match="unsupported image encoding 'xyz10'"):
+    with pytest.raises(UnsupportedEncodingError, match="unsupported image encoding 'xyz10'"):
         decode_image("xyz10", 2, 2, 6, False, bytes(12))
 
 
@@ -209,11 +210,12 @@ def test_non_byte_numpy_data():
 
 
 def test_undecodable_compressed():
-    with pytest.raises(ImageDecodeError, match="cannot decode compressed image"):
+    with pytest.raises(ImageDecodeError, match="cannot decode compressed image") as info:
         decode_compressed("jpeg", b"\xff\xd8 this is not a jpeg" * 10)
+    assert not isinstance(info.value, UnsupportedEncodingError)
     with pytest.raises(ImageDecodeError, match="empty"):
         decode_compressed("png", b"")
-    with pytest.raises(ImageDecodeError, match="compressed depth"):
+    with pytest.raises(UnsupportedEncodingError, match="compressed depth"):
         decode_compressed("16UC1; compressedDepth png", b"\x00" * 20)
-    with pytest.raises(ImageDecodeError, match="unsupported compressed image format"):
+    with pytest.raises(UnsupportedEncodingError, match="unsupported compressed image format"):
         decode_compressed("h264", b"\x00" * 20)

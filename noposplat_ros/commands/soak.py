@@ -103,6 +103,7 @@ def run_soak(args: argparse.Namespace, log=lambda s: print(s, file=sys.stderr, f
     log_dir = pathlib.Path(env.get("ROS_LOG_DIR", ".ros_log"))
     log_dir.mkdir(parents=True, exist_ok=True)
     node_log = open(log_dir / f"soak_node_{os.getpid()}.log", "w")
+    pub_log = open(log_dir / f"soak_publisher_{os.getpid()}.log", "w+")
 
     report: dict[str, Any] = {
         "duration_s": args.duration_s, "rate_hz": args.rate_hz, "size": f"{args.width}x{args.height}",
@@ -120,6 +121,15 @@ def run_soak(args: argparse.Namespace, log=lambda s: print(s, file=sys.stderr, f
     rss_samples: list[tuple[float, float]] = []
     failures: list[str] = []
     try:
+        # the publisher starts at once (its imports overlap the node's start) and waits for the
+        # node's subscriptions before streaming
+        pub_cmd = [
+            sys.executable, "-m", "noposplat_ros.ros.soak_nodes", "--duration-s", str(args.duration_s),
+            "--rate-hz", str(args.rate_hz), "--width", str(args.width), "--height", str(args.height),
+            "--fault-prob", str(args.fault_prob), "--seed", str(seed),
+            "--image-topic", f"{ns}/image", "--camera-info-topic", f"{ns}/camera_info", "--wait-subscriber-s", "90",
+        ]
+        pub_proc = subprocess.Popen(pub_cmd, stdout=subprocess.PIPE, stderr=pub_log, text=True, env=env)
         # node up: its diagnostics say active
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and node_proc.poll() is None:
@@ -133,13 +143,6 @@ def run_soak(args: argparse.Namespace, log=lambda s: print(s, file=sys.stderr, f
         rss_ready = _rss_mb(node_proc.pid)
         log(f"soak: node active after {report['node_start_s']} s (RSS {rss_ready:.0f} MiB); streaming "
             f"{args.width}x{args.height} @ {args.rate_hz:g} Hz for {args.duration_s:g} s (seed {seed})")
-        pub_cmd = [
-            sys.executable, "-m", "noposplat_ros.ros.soak_nodes", "--duration-s", str(args.duration_s),
-            "--rate-hz", str(args.rate_hz), "--width", str(args.width), "--height", str(args.height),
-            "--fault-prob", str(args.fault_prob), "--seed", str(seed),
-            "--image-topic", f"{ns}/image", "--camera-info-topic", f"{ns}/camera_info",
-        ]
-        pub_proc = subprocess.Popen(pub_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         t_stream0 = time.monotonic()
         rss_first_pair = None
         next_log = t_stream0 + 30
@@ -161,8 +164,8 @@ def run_soak(args: argparse.Namespace, log=lambda s: print(s, file=sys.stderr, f
             if now - t_stream0 > args.duration_s + 120:
                 failures.append("publisher did not finish")
                 break
-        pub_out, pub_err = pub_proc.communicate(timeout=30) if pub_proc.poll() is not None else ("", "")
-        time.sleep(3.0)  # last pair and a fresh diagnostics message
+        pub_out = pub_proc.communicate(timeout=30)[0] if pub_proc.poll() is not None else ""
+        time.sleep(2.0)  # the last pair and a fresh diagnostics message (1 s period)
         alive = node_proc.poll() is None
         rss_end = _rss_mb(node_proc.pid) if alive else float("nan")
         diag, odom, _ = monitor.snapshot()
@@ -174,6 +177,9 @@ def run_soak(args: argparse.Namespace, log=lambda s: print(s, file=sys.stderr, f
             _stop(pub_proc)
         _stop(node_proc)
         node_log.close()
+        pub_log.seek(0)
+        pub_err = pub_log.read()
+        pub_log.close()
 
     try:
         published = json.loads(pub_out.strip().splitlines()[-1])

@@ -147,6 +147,8 @@ class NoPoSplatNode(LifecycleNode):
                 opts["model_config"] = self._p("model_config")
             opts["device"] = self._p("device")
             opts["precision"] = self._p("precision")
+            if self._p("allow_pickle"):
+                opts["allow_pickle"] = True
         refine = {"auto": None, "enabled": True, "disabled": False}[self._p("refine")]
         baseline = float(self._p("metric_baseline_m"))
         return PipelineConfig(

@@ -74,8 +74,10 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("predictor", "auto", "Backend: geometry (training-free), noposplat (needs checkpoint), or auto "
               "(noposplat when a checkpoint is set, else geometry).", choices=("auto", "geometry", "noposplat"),
               read_only=True),
-    ParamSpec("checkpoint", "", "NoPoSplat checkpoint (.safetensors; convert an official .ckpt with `noposplat-ros convert-checkpoint`).", read_only=True),
+    ParamSpec("checkpoint", "", "NoPoSplat checkpoint: official .ckpt or converted .safetensors (`noposplat-ros convert-checkpoint`).", read_only=True),
     ParamSpec("model_config", "", "NoPoSplat model config JSON (empty = released config matching the checkpoint).",
+              read_only=True),
+    ParamSpec("allow_pickle", False, "Let an official .ckpt that needs full unpickling load (only files you trust).",
               read_only=True),
     ParamSpec("device", "auto", "Torch device for the predictor: auto, cpu, cuda, cuda:N.", read_only=True),
     ParamSpec("precision", "auto", "Network precision: auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16.",

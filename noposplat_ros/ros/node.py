@@ -324,7 +324,8 @@ class NoPoSplatNode(LifecycleNode):
         try:
             rgb = image_decode.decode_compressed(msg.format, msg.data)
         except image_decode.ImageDecodeError as exc:
-            kind = "unknown_encoding" if "format" in str(exc) and "decode" not in str(exc) else "decode_error"
+            unsupported = getattr(image_decode, "UnsupportedEncodingError", ())
+            kind = "unknown_encoding" if unsupported and isinstance(exc, unsupported) else "decode_error"
             self._fault(kind, f"cannot decode compressed image: {exc}; frame dropped")
             return
         self._handle_rgb(rgb, stamp_ns, msg.header.frame_id, t0)

@@ -132,6 +132,10 @@ class NoPoSplatNode(LifecycleNode):
         return self.get_parameter(name).value
 
     def pipeline_config(self) -> PipelineConfig:
+        """The core's configuration from the parameters; ValueError naming every invalid one."""
+        bad = [r for r in (spec.check(self._p(name)) for name, spec in self._specs.items()) if r]
+        if bad:
+            raise ValueError("invalid parameters: " + "; ".join(bad))
         kf_values = {}
         for f in dataclasses.fields(KeyframeConfig):
             full = KEYFRAME_PREFIX + f.name

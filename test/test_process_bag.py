@@ -234,7 +234,7 @@ def test_existing_output_needs_overwrite(tmp_path, good_bag, capsys):
     assert rc == 1 and len(err) == 1 and "exists" in err[0] and "--overwrite" in err[0]
     assert (out / "summary.json").read_text() == "{}"  # untouched
     rc, err = _run_cli([good_bag, out, "--overwrite"], capsys)
-    assert rc == 0 and (out / "bag" / "metadata.yaml").is_file()
+    assert rc == 0 and (out / "bag" / "metadata.yaml").is_file(), err
     # --overwrite never deletes what process-bag did not write
     (out / "precious.txt").write_text("x")
     rc, err = _run_cli([good_bag, out, "--overwrite"], capsys)
@@ -269,3 +269,24 @@ def test_ctrl_c_leaves_a_valid_partial_bag(tmp_path):
     assert 2 <= n < 25  # some pairs written, far from the whole bag
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] and summary["frames"] < 120 and summary["pairs"] == n
+
+
+# ------------------------------------------------------------------------------ node parameters
+
+
+def test_params_file_of_the_node(tmp_path, frames, capsys):
+    """The node's own YAML is accepted; its keyframe settings drive the bag run."""
+    repo_yaml = pathlib.Path(__file__).resolve().parents[1] / "config" / "noposplat.yaml"
+    bag_io.frames_to_bag(tmp_path / "in", frames, storage="mcap")
+    if repo_yaml.is_file():
+        rc, err = _run_cli([tmp_path / "in", tmp_path / "o1", "--params-file", repo_yaml, "--max-frames", "2"], capsys)
+        assert rc == 0, err
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("/**:\n  ros__parameters:\n    predictor: geometry\n    keyframe:\n"
+                      "      min_parallax_px: 5000.0\n      max_interval_s: 0.0\n")
+    rc, err = _run_cli([tmp_path / "in", tmp_path / "o2", "--params-file", strict], capsys)
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert summary["frames"] == N_FRAMES and summary["pairs"] == 0  # no frame moves 5000 px
+    rc, err = _run_cli([tmp_path / "in", tmp_path / "o3", "--keyframe", "no_such=1"], capsys)
+    assert rc == 1 and len(err) == 1 and "no_such" in err[0]

@@ -45,13 +45,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camera-info-topic", default=None, help="CameraInfo topic (default: next to the image topic, or the only one)")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output bag storage (default mcap)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT written by process-bag")
-    p.add_argument("--predictor", default="auto", help="geometry | noposplat | auto (noposplat if --checkpoint given)")
+    p.add_argument("--params-file", default=None,
+                   help="the node's parameter YAML (e.g. config/noposplat.yaml): predictor, keyframe.*, splat and frame "
+                        "settings are taken from it, so the bag runs exactly like the node; flags below override it")
+    p.add_argument("--predictor", default=None, help="geometry | noposplat | auto (noposplat if a checkpoint is given; default auto)")
     p.add_argument("--checkpoint", default=None, help="NoPoSplat checkpoint (.ckpt or .safetensors) for --predictor noposplat")
     p.add_argument("--model-config", default=None, help="NoPoSplat model config JSON (default: from the checkpoint name)")
     p.add_argument("--device", default=None, help="torch device for the noposplat predictor (default auto)")
+    p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"), help="noposplat precision")
+    p.add_argument("--allow-pickle", action="store_true", default=None, help="let a pickled official .ckpt load (trusted files only)")
     p.add_argument("--metric-baseline-m", type=float, default=None, help="known distance between keyframe cameras (m)")
-    p.add_argument("--odom-frame", default="odom", help="parent frame of /tf and odometry (default odom)")
-    p.add_argument("--base-frame", default="", help="child frame of /tf and odometry (default: the camera frame)")
+    p.add_argument("--keyframe", action="append", default=[], metavar="NAME=VALUE",
+                   help="keyframe selection parameter (as the node's keyframe.NAME), repeatable")
+    p.add_argument("--include-sh", action="store_true", default=None, help="add higher-order SH to the splat clouds")
+    p.add_argument("--min-opacity", type=float, default=None, help="drop splats below this opacity from the clouds")
+    p.add_argument("--odom-frame", default=None, help="parent frame of /tf and odometry (default odom)")
+    p.add_argument("--base-frame", default=None, help="child frame of /tf and odometry (default: the camera frame)")
     p.add_argument("--no-ply", action="store_true", help="do not write PLY files")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many image messages")
     p.add_argument("--progress-interval-s", type=float, default=None,
@@ -82,9 +91,9 @@ class Progress:
     redrawn in place; otherwise one line is printed per ``interval_s``.
     """
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, interval_s: float | None = None) -> None:
+    def __init__(self, total: int, stream: TextIO | None = None, interval_s: float | None = None) -> None:
         self.total = max(int(total), 0)
-        self.stream = stream
+        self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.interval_s = interval_s if interval_s is not None else (0.2 if self.tty else 2.0)
         self.t_start = time.monotonic()
@@ -174,20 +183,80 @@ def prepare_output_dir(output: pathlib.Path, input_path: pathlib.Path, overwrite
     output.mkdir(parents=True, exist_ok=True)
 
 
-def _pipeline_config(args: argparse.Namespace) -> Any:
+def load_node_params(path: str | pathlib.Path) -> dict[str, Any]:
+    """The node's ``ros__parameters`` from a ROS 2 params YAML, flattened (``keyframe.min_overlap``).
+
+    Takes the section of ``/**``, ``noposplat_node`` or ``/noposplat_node`` (the first found)."""
+    import yaml
+
+    from noposplat_ros.bag_io import BagError
+
+    try:
+        doc = yaml.safe_load(pathlib.Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise BagError(f"cannot read params file {path}: {' '.join(str(exc).split())}") from exc
+    section = None
+    for key in ("/**", "noposplat_node", "/noposplat_node"):
+        if isinstance(doc.get(key), dict) and isinstance(doc[key].get("ros__parameters"), dict):
+            section = doc[key]["ros__parameters"]
+            break
+    if section is None:
+        raise BagError(f"params file {path} has no '/**' or 'noposplat_node' section with ros__parameters")
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, d: dict) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(f"{prefix}{k}.", v)
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk("", section)
+    return flat
+
+
+def _pipeline_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """PipelineConfig the way the node builds it from its parameters (file, then flags), and the
+    output-frame settings {odom_frame, base_frame}."""
+    from noposplat_ros.keyframes import KeyframeConfig
     from noposplat_ros.pipeline import PipelineConfig
 
+    p: dict[str, Any] = load_node_params(args.params_file) if args.params_file else {}
+    flags = {
+        "predictor": args.predictor, "checkpoint": args.checkpoint, "model_config": args.model_config,
+        "device": args.device, "precision": args.precision, "allow_pickle": args.allow_pickle,
+        "metric_baseline_m": args.metric_baseline_m, "include_sh": args.include_sh,
+        "min_opacity": args.min_opacity, "odom_frame": args.odom_frame, "base_frame": args.base_frame,
+    }
+    p.update({k: v for k, v in flags.items() if v is not None})
+    for item in args.keyframe:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--keyframe expects NAME=VALUE, got {item!r}")
+        p[f"keyframe.{name.strip()}"] = value.strip()
+    kf = {k[len("keyframe."):]: v for k, v in p.items() if k.startswith("keyframe.")}
+    keyframes = KeyframeConfig.from_dict(kf)  # validates names and ranges
+    checkpoint = p.get("checkpoint") or None
+    backend_choice = str(p.get("predictor") or "auto")
+    resolved = "noposplat" if backend_choice == "noposplat" or (backend_choice == "auto" and checkpoint) else "geometry"
     options: dict[str, Any] = {}
-    if args.device:
-        options["device"] = args.device
-    if args.model_config:
-        options["model_config"] = args.model_config
+    if resolved == "noposplat":  # the node passes these to the noposplat backend only
+        if p.get("model_config"):
+            options["model_config"] = p["model_config"]
+        options["device"] = str(p.get("device") or "auto")
+        options["precision"] = str(p.get("precision") or "auto")
+        if p.get("allow_pickle"):
+            options["allow_pickle"] = True
+    refine = {"auto": None, "enabled": True, "disabled": False, "on": True, "off": False}.get(str(p.get("refine", "auto")))
+    baseline = float(p.get("metric_baseline_m") or 0.0)
     cfg = PipelineConfig(
-        predictor=args.predictor, checkpoint=args.checkpoint, metric_baseline_m=args.metric_baseline_m,
-        predictor_options=options,
+        keyframes=keyframes, predictor=backend_choice, predictor_options=options, checkpoint=checkpoint,
+        metric_baseline_m=baseline if baseline > 0 else None, refine=refine,
+        include_sh=bool(p.get("include_sh", False)), min_opacity=float(p.get("min_opacity", 0.0)),
     )
     cfg.validate()
-    return cfg
+    frames = {"odom_frame": str(p.get("odom_frame") or "odom"), "base_frame": str(p.get("base_frame") or "")}
+    return cfg, frames
 
 
 def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> RunStats:
@@ -198,21 +267,33 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
     input_path, output = pathlib.Path(args.input), pathlib.Path(args.output)
     if args.max_frames is not None and args.max_frames <= 0:
         raise bag_io.BagError(f"--max-frames must be positive, got {args.max_frames}")
-    cfg = _pipeline_config(args)
+    cfg, frame_names = _pipeline_config(args)
+    if frame_names["base_frame"]:
+        # the node reads base_frame <- camera from /tf_static; the bag runner has no such lookup yet
+        raise bag_io.BagError("base_frame is not supported by process-bag yet (its outputs use the camera frame)")
     stats = RunStats()
     with bag_io.InputBag(input_path) as bag:
         topics = bag_io.select_topics(bag.topics(), args.image_topic, args.camera_info_topic)
-        prepare_output_dir(output, input_path, args.overwrite)
-
         from noposplat_ros.pipeline import Pipeline
 
-        pipeline = Pipeline(cfg)
-        frames_cfg = OutputFrames(odom_frame=args.odom_frame, base_frame=args.base_frame)
-        source = bag_io.FrameSource(on_reset=pipeline.reset)
+        if output.exists() and not args.overwrite:  # fail before the (slow) predictor load
+            prepare_output_dir(output, input_path, args.overwrite)
+        try:
+            pipeline = Pipeline(cfg)
+        except Exception as exc:  # noqa: BLE001 - checkpoint/predictor load errors of any kind: one line
+            raise bag_io.BagError(f"cannot load the {cfg.resolved_backend()} predictor: {' '.join(str(exc).split())}") from exc
+        prepare_output_dir(output, input_path, args.overwrite)
+        frames_cfg = OutputFrames(odom_frame=frame_names["odom_frame"])
+        since_reset = {"pairs": 0}  # as the node: the first good pair after a (re)start also places keyframe 0 on tf
+
+        def restart() -> None:
+            pipeline.reset()
+            since_reset["pairs"] = 0
+
+        source = bag_io.FrameSource(on_reset=restart)
         total = min(topics.image_count, args.max_frames or topics.image_count)
         progress = Progress(total, interval_s=args.progress_interval_s)
         ply_dir = output / PLY_DIR
-        first_pair = True
         out_bag = bag_io.OutputBag(output / BAG_DIR, storage=args.storage, typestore=None)
         try:
             for topic, _log_ns, msg in bag.messages([topics.image, topics.camera_info]):
@@ -235,8 +316,9 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
                         result = pipeline.process(pair)
                         stats.pairs += 1
                         stats.pairs_lost += not result.ok
-                        bag_io.write_pair_outputs(out_bag, build_outputs(result, frames_cfg, first_pair=first_pair))
-                        first_pair = False
+                        outputs = build_outputs(result, frames_cfg, first_pair=since_reset["pairs"] == 0)
+                        bag_io.write_pair_outputs(out_bag, outputs)
+                        since_reset["pairs"] += bool(result.ok)
                         if result.gaussians is not None and not args.no_ply:
                             from noposplat_ros.io.ply import write_ply
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections import Counter
 import pathlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 

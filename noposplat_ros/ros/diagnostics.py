@@ -27,6 +27,7 @@ FAULT_KINDS = (
     "camera_info_missing",  # images arrive but no valid camera_info for camera_info_timeout_s
     "checkpoint_load",  # the predictor / checkpoint failed to load on configure
     "prediction_lost",  # the predictor could not reconstruct a pair (LOST result)
+    "scale_odometry_missing",  # scale_odometry_topic set but no samples around the keyframe stamps
     "extrinsic_missing",  # base_frame set but no static base_frame <- camera transform on /tf_static
     "worker_error",  # unexpected exception in the worker (bug): logged with traceback
 )
@@ -108,7 +109,8 @@ def health_to_diagnostics(snap: dict, node_name: str, hardware_id: str, stamp_ns
     occurred since start; OK otherwise.
     """
     f = snap["faults"]
-    input_faults = sum(v for k, v in f.items() if k not in ("checkpoint_load", "prediction_lost", "worker_error"))
+    input_faults = sum(v for k, v in f.items() if k not in ("checkpoint_load", "prediction_lost", "worker_error",
+                                                             "scale_odometry_missing", "extrinsic_missing"))
     inp = DiagnosticStatus(name=f"{node_name}: input", hardware_id=hardware_id)
     if snap["warning"]:
         inp.level, inp.message = DiagnosticStatus.WARN, snap["warning"]

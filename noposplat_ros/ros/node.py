@@ -37,6 +37,7 @@ from noposplat_ros.outputs import OutputFrames, build_outputs
 from noposplat_ros.pipeline import PairResult, Pipeline, PipelineConfig
 from noposplat_ros.ros import conversions as conv
 from noposplat_ros.ros.diagnostics import NodeHealth, health_to_diagnostics
+from noposplat_ros.ros.odometry_buffer import OdometryBuffer
 from noposplat_ros.ros.parameters import KEYFRAME_PREFIX, all_parameters
 from noposplat_ros.ros.tf import StaticTfBuffer, TfPublisher
 from noposplat_ros.types import Frame, KeyframePair, PoseStatus
@@ -92,6 +93,8 @@ class NoPoSplatNode(LifecycleNode):
         self._subs: list = []
         self._pubs: dict[str, object] = {}
         self._tf_pub: TfPublisher | None = None
+        self._odom_buffer = OdometryBuffer()
+        self._odom_child_frame = ""
         # worker: one slot, latest pair wins
         self._cv = threading.Condition()
         self._pending: KeyframePair | None = None
@@ -117,6 +120,8 @@ class NoPoSplatNode(LifecycleNode):
                 return SetParametersResult(successful=False, reason=reason)
             if p.name.startswith(KEYFRAME_PREFIX) and self.pipeline is not None:
                 self._apply_keyframe_param(p.name[len(KEYFRAME_PREFIX):], p.value)
+            elif p.name in ("include_sh", "min_opacity") and self.pipeline is not None:
+                setattr(self.pipeline.cfg, p.name, type(getattr(self.pipeline.cfg, p.name))(p.value))
         return SetParametersResult(successful=True)
 
     def _apply_keyframe_param(self, name: str, value) -> None:
@@ -215,6 +220,10 @@ class NoPoSplatNode(LifecycleNode):
         else:
             self._subs.append(self.create_subscription(Image, "image", self._on_image, qos))
         self._subs.append(self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos))
+        if self._p("scale_odometry_topic"):
+            # best effort matches both reliable and best-effort odometry publishers
+            self._subs.append(self.create_subscription(Odometry, self._p("scale_odometry_topic"), self._on_odometry,
+                                                       qos_profile_sensor_data))
         self._stop = False
         self._worker = threading.Thread(target=self._worker_loop, name="noposplat_worker", daemon=True)
         self._worker.start()
@@ -298,6 +307,43 @@ class NoPoSplatNode(LifecycleNode):
         self._no_info_since = -1.0
         if "camera_info" in self.health.warning:
             self.health.warning = ""
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        self._odom_child_frame = msg.child_frame_id
+        self._odom_buffer.add(conv.time_to_ns(msg.header.stamp), np.array([p.x, p.y, p.z]),
+                              np.array([q.x, q.y, q.z, q.w]))
+
+    def _odometry_baseline_m(self, pair: KeyframePair) -> float | None:
+        """Camera motion between the keyframes from the robot's odometry (None: not available)."""
+        if not self._p("scale_odometry_topic"):
+            return None
+        gap_ns = int(float(self._p("scale_odometry_max_gap_s")) * 1e9)
+        s0, s1 = pair.kf0.stamp_ns, pair.kf1.stamp_ns
+        deadline = time.monotonic() + gap_ns / 1e9  # odometry at kf1's stamp may still be on its way
+        T_base_from_cam = None
+        while True:
+            cam = pair.kf0.frame_id
+            base = self._odom_child_frame
+            if base and base != cam:
+                T_base_from_cam = self._static_tf.lookup(base, cam)
+            if base and base != cam and T_base_from_cam is None:
+                baseline = None
+            else:
+                baseline = self._odom_buffer.camera_baseline_m(s0, s1, T_base_from_cam, gap_ns)
+            if baseline is not None or time.monotonic() >= deadline or self._stop:
+                break
+            time.sleep(0.01)
+        if baseline is None:
+            self._fault("scale_odometry_missing", f"no odometry on '{self._p('scale_odometry_topic')}' covering "
+                        f"keyframe stamps {_fmt_stamp(s0)} and {_fmt_stamp(s1)}"
+                        + (f" or no static transform {self._odom_child_frame} <- {pair.kf0.frame_id}"
+                           if self._odom_child_frame and self._odom_child_frame != pair.kf0.frame_id else "")
+                        + "; pair not metric")
+            return None
+        if baseline < float(self._p("scale_odometry_min_m")):
+            return None
+        return baseline
 
     def _on_image(self, msg: Image) -> None:
         t0 = time.perf_counter()
@@ -428,7 +474,7 @@ class NoPoSplatNode(LifecycleNode):
         if pipeline is None:
             return
         t0 = time.perf_counter()
-        result = pipeline.process(pair)
+        result = pipeline.process(pair, odom_baseline_m=self._odometry_baseline_m(pair))
         for k, v in result.timings_s.items():
             self.health.stage(k, v)
         if result.status == PoseStatus.LOST:

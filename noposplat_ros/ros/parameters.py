@@ -87,6 +87,15 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("metric_baseline_m", 0.0,
               "Known distance between the cameras of every pair in metres (stereo rig); 0 = unknown "
               "(chained scale).", range=(0.0, 100.0), read_only=True),
+    ParamSpec("scale_odometry_topic", "",
+              "nav_msgs/Odometry topic of the robot (wheel/IMU odometry) that makes each pair metric from the "
+              "distance the camera moved between the keyframes; empty = off.", read_only=True),
+    ParamSpec("scale_odometry_max_gap_s", 0.5,
+              "Largest gap between two odometry samples that bracket a keyframe stamp (else no metric scale).",
+              range=(0.001, 10.0)),
+    ParamSpec("scale_odometry_min_m", 0.02,
+              "Camera motion below this (odometry) is too small to set the scale: the pair stays chained.",
+              range=(0.0, 100.0)),
     # splats
     ParamSpec("include_sh", False, "Add the higher-order SH coefficients to the splat cloud (schema v1 sh_* fields)."),
     ParamSpec("min_opacity", 0.0, "Drop splats below this opacity from the published cloud.", range=(0.0, 0.99)),

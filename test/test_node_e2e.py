@@ -16,7 +16,8 @@ rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from noposplat_msgs.msg import SplatPair  # noqa: E402
-from sensor_msgs.msg import PointCloud2  # noqa: E402
+from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from node_harness import REPO, STARTUP_TIMEOUT_S, node_command, spin_until, start_process, stop_process  # noqa: E402
@@ -46,6 +47,8 @@ class Received:
         self.pairs: list[SplatPair] = []
         self.odom: list[Odometry] = []
         self.tf: list = []
+        self.preview: list[Image] = []
+        self.services: dict[str, object] = {}
         self.state = ""
         self.subs = [
             node.create_subscription(PointCloud2, f"/{name}/splats", self.cloud.append, LATCHED_QOS),
@@ -53,6 +56,7 @@ class Received:
             node.create_subscription(Odometry, f"/{name}/odometry", self.odom.append, RELIABLE_QOS),
             node.create_subscription(TFMessage, "/tf", lambda m: self.tf.extend(m.transforms), TF_QOS),
             node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, RELIABLE_QOS),
+            node.create_subscription(Image, f"/{name}/preview", self.preview.append, LATCHED_QOS),
         ]
         self.name = name
 
@@ -67,7 +71,20 @@ class Received:
             node.destroy_subscription(s)
 
 
-def run_node_and_player(listener, tmp_path, name: str, params: dict, expect_pose: bool) -> Received:
+def call_trigger(node, service: str) -> Trigger.Response:
+    client = node.create_client(Trigger, service)
+    try:
+        assert client.wait_for_service(timeout_sec=30.0), f"service {service} not available"
+        fut = client.call_async(Trigger.Request())
+        rclpy.spin_until_future_complete(node, fut, timeout_sec=60.0)
+        assert fut.done(), f"{service} did not answer"
+        return fut.result()
+    finally:
+        node.destroy_client(client)
+
+
+def run_node_and_player(listener, tmp_path, name: str, params: dict, expect_pose: bool,
+                        services: tuple[str, ...] = ()) -> Received:
     rx = Received(listener, name)
     logs = (tmp_path / f"{name}.log", tmp_path / f"{name}_player.log")
     node = player = None
@@ -79,8 +96,12 @@ def run_node_and_player(listener, tmp_path, name: str, params: dict, expect_pose
         player = start_process([sys.executable, "-m", "noposplat_ros.cli", "play", "--rate", "2", "--linger", "2",
                                 "--wait-subscribers", "60"], logs[1])
         want_tf = 2 if expect_pose else 0
-        spin_until(listener, lambda: rx.pairs and rx.cloud and (not expect_pose or (rx.odom and len(rx.tf) >= want_tf)),
+        want_preview = bool(params.get("publish_preview"))
+        spin_until(listener, lambda: rx.pairs and rx.cloud and (not expect_pose or (rx.odom and len(rx.tf) >= want_tf))
+                   and (not want_preview or rx.preview),
                    STARTUP_TIMEOUT_S + 60, "the node's outputs", (node, player), logs)
+        for srv in services:
+            rx.services[srv] = call_trigger(listener, f"/{name}/{srv}")
         for _ in range(10):
             rclpy.spin_once(listener, timeout_sec=0.05)
         assert node.poll() is None, "the node exited"
@@ -109,8 +130,10 @@ def check_cloud_layout(cloud: PointCloud2, include_sh: bool = False) -> None:
 def test_e2e_geometry_backend(listener, tmp_path):
     gt = load_motorcycle()
     name = "e2e_geometry_node"
-    rx = run_node_and_player(listener, tmp_path, name, {"predictor": "geometry",
-                                                        "metric_baseline_m": MOTORCYCLE_BASELINE_M}, True)
+    save_dir = tmp_path / "saved"
+    rx = run_node_and_player(listener, tmp_path, name, {
+        "predictor": "geometry", "metric_baseline_m": MOTORCYCLE_BASELINE_M, "publish_preview": True,
+        "save_dir": str(save_dir)}, True, services=("save_ply", "reset"))
     s0, s1 = gt.left.stamp_ns, gt.right.stamp_ns
 
     cloud = rx.cloud[-1]
@@ -153,6 +176,23 @@ def test_e2e_geometry_backend(listener, tmp_path):
                                T_odom_cam1, atol=1e-9)
     ocov = np.asarray(odom.pose.covariance).reshape(6, 6)
     assert np.isfinite(ocov).all() and np.allclose(ocov, ocov.T)
+
+    # ~/preview: a rendered view from keyframe 1, stamped with keyframe 1
+    prev = rx.preview[-1]
+    assert conv.time_to_ns(prev.header.stamp) == s1 and prev.header.frame_id == FRAME
+    assert (prev.height, prev.width) == gt.right.rgb.shape[:2] and prev.encoding == "rgb8"
+    img = np.frombuffer(bytes(prev.data), np.uint8).reshape(prev.height, prev.width, 3)
+    assert img.std() > 10  # not blank
+
+    # ~/save_ply writes the latest pair's splats; ~/reset answers
+    saved = rx.services["save_ply"]
+    assert saved.success, saved.message
+    from noposplat_ros.io.ply import read_ply
+
+    g = read_ply(saved.message)
+    assert g.num == cloud.width and str(save_dir) in saved.message
+    np.testing.assert_allclose(g.means[:, 0].numpy(), conv.cloud_msg_to_structured(cloud)["x"], rtol=1e-6, atol=1e-7)
+    assert rx.services["reset"].success
 
 
 def test_e2e_noposplat_backend_tiny_weights(listener, tmp_path, conformance_dir):

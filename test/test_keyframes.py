@@ -212,3 +212,16 @@ def test_config_ranges_and_validation():
         KeyframeConfig.from_dict({"min_paralax_px": 3})
     cfg = KeyframeConfig.from_dict({"max_features": 80.0, "min_overlap": 0})
     assert cfg.max_features == 80 and isinstance(cfg.max_features, int) and cfg.min_overlap == 0.0
+
+
+@pytest.mark.parametrize("zoom", [1.1, 1.25])
+def test_overlap_under_zoom(scene, zoom):
+    """Moving forward (zoom about the centre by s) leaves 1/s^2 of the keyframe's view in sight."""
+    x, y = 300, 450
+    A = cv2.getRotationMatrix2D((x + CROP_W / 2, y + CROP_H / 2), 0.0, zoom)
+    zoomed = cv2.warpAffine(scene, A, (scene.shape[1], scene.shape[0]), flags=cv2.INTER_LINEAR)
+    sel = KeyframeSelector(KeyframeConfig(min_parallax_px=10000.0, min_interval_s=0.0, max_overlap=1.0))
+    sel.offer(_frame(scene, x, y, 0))
+    sel.offer(_frame(zoomed, x, y, 1))
+    assert sel.last_decision == Decision.NO_PARALLAX
+    assert sel.last_metrics.overlap == pytest.approx(1.0 / zoom**2, abs=0.01)

@@ -153,6 +153,16 @@ def test_bad_input_counted_and_node_survives(rcl, tmp_path):
                    (node,), logs, every=resized)
         assert node.poll() is None
 
+        # lifecycle: deactivate unsubscribes (and frees the predictor), activate comes back
+        change_ok = rcl.create_client(ChangeState, f"/{NAME}/change_state")
+        assert change_ok.wait_for_service(timeout_sec=30.0)
+        for tid, subs_expected in ((Transition.TRANSITION_DEACTIVATE, 0), (Transition.TRANSITION_ACTIVATE, 1)):
+            fut = change_ok.call_async(ChangeState.Request(transition=Transition(id=tid)))
+            rclpy.spin_until_future_complete(rcl, fut, timeout_sec=60.0)
+            assert fut.result() is not None and fut.result().success, f"transition {tid} failed"
+            spin_until(rcl, lambda: (img_pub.get_subscription_count() >= 1) == bool(subs_expected), 30.0,
+                       f"subscriptions after transition {tid}", (node,), logs)
+
         # 7. a checkpoint that fails to load: configure fails with the reason; the node stays up
         spin_until(rcl, lambda: diag.get(BAD_CKPT_NAME, "pipeline").get("_level") == 2, STARTUP_TIMEOUT_S,
                    "the bad-checkpoint node to report ERROR", (ckpt_node,), logs)

@@ -141,3 +141,15 @@ def test_sensor_msgs_pointcloud2_round_trip():
     for name in ("means", "scales", "rotations_xyzw", "opacities", "harmonics"):
         torch.testing.assert_close(getattr(g2, name), getattr(g, name), rtol=0, atol=0, msg=name)
     np.testing.assert_array_equal(pc.rgb_bits(decoded), pc.rgb_bits(arr))
+
+
+def test_non_contiguous_and_float64_inputs_pack_the_same():
+    """Tensors that are views or float64 (the slow path) give the same bytes as contiguous float32."""
+    g = _random_gaussians(300, 2, seed=3)
+    wide = torch.cat([g.harmonics, torch.randn(300, 3, 4)], dim=-1)[:, :, :9]  # non-contiguous view
+    assert not wide.is_contiguous()
+    g_view = Gaussians(g.means.double(), g.scales, g.rotations_xyzw, g.opacities, wide, g.covariances)
+    for include_sh in (False, True):
+        assert pc.cloud_bytes(pc.gaussians_to_structured(g_view, include_sh)) == pc.cloud_bytes(
+            pc.gaussians_to_structured(g, include_sh)
+        )

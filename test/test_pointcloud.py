@@ -153,3 +153,18 @@ def test_non_contiguous_and_float64_inputs_pack_the_same():
         assert pc.cloud_bytes(pc.gaussians_to_structured(g_view, include_sh)) == pc.cloud_bytes(
             pc.gaussians_to_structured(g, include_sh)
         )
+
+
+def test_io_core_modules_do_not_import_rclpy():
+    """The node and the bag reader share these modules; they must load without ROS."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import noposplat_ros.image_decode, noposplat_ros.camera_model, noposplat_ros.keyframes, "
+        "noposplat_ros.pointcloud\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'sensor_msgs', 'rosidl_runtime_py'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

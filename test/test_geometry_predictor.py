@@ -66,6 +66,19 @@ def test_motorcycle_metric_depth(motorcycle_recon, motorcycle):
     # Opacity carries information: opaque splats are more accurate than the low-opacity ones.
     assert np.median(rel[opaque]) < np.median(rel[~opaque])
 
+    # View 1's opaque splats (from the backward flow, mapped into camera 0) sit at the true depth too:
+    # project them into the left image and compare with the ground truth there.
+    X = r.gaussians.means[h * w :].double().numpy() * motorcycle.baseline_m
+    p = X @ motorcycle.left.K.T
+    ui, vi = np.round(p[:, 0] / p[:, 2]).astype(int), np.round(p[:, 1] / p[:, 2]).astype(int)
+    seen = (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H) & (r.gaussians.opacities[h * w :].numpy() > 0.5)
+    gt1 = gt[vi[seen], ui[seen]]
+    ok1 = np.isfinite(gt1)
+    assert ok1.sum() > 0.5 * h * w
+    rel1 = np.abs(X[seen, 2][ok1] - gt1[ok1]) / gt1[ok1]
+    print(f"Motorcycle: view 1 splats, median metric depth error {100 * np.median(rel1):.2f}%")
+    assert np.median(rel1) < 0.05
+
 
 def test_motorcycle_output_structure(motorcycle_recon, motorcycle):
     r = motorcycle_recon

@@ -96,3 +96,19 @@ def test_close_frees_model(conformance_dir):
     with pytest.raises(RuntimeError, match="closed"):
         p.run_network(torch.zeros(1, 2, 3, 32, 48), torch.zeros(1, 2, 3, 3))
     p.close()  # idempotent
+
+
+def test_refinement_hook_runs_with_config(conformance_dir, golden):
+    from noposplat_ros.pose.refine import RefineConfig
+
+    (a0, a1), (k0, k1) = _item(golden, 0)
+    p = NoPoSplatPredictor(conformance_dir / "noposplat_tiny_weights.safetensors",
+                           model_config=MODEL_DIR / "noposplat_tiny.json", device="cpu",
+                           refine=RefineConfig(levels=(1,), steps_per_level=1))
+    with p:
+        recon = p.reconstruct(a0, a1, k0, k1)
+    if recon.pose.status == PoseStatus.LOST:
+        pytest.skip("PnP lost on the random tiny network: nothing to refine")
+    assert "refine" in recon.timings_s
+    assert "refined" in recon.pose.message or "refinement skipped" in recon.pose.message
+    assert np.all(np.isfinite(recon.pose.T_cam0_from_cam1))

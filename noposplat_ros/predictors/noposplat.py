@@ -94,6 +94,14 @@ def gaussians_from_output(out: NetOutput, b: int = 0) -> Gaussians:
     )
 
 
+def _refine_summary(info: Any) -> str:
+    """Short text of a RefineInfo (pose module) for PoseEstimate.message."""
+    if getattr(info, "skipped", False):
+        return "refinement skipped"
+    return (f"refined ({getattr(info, 'method', '?')}, {getattr(info, 'steps', '?')} steps, "
+            f"loss {getattr(info, 'initial_loss', float('nan')):.4g} -> {getattr(info, 'final_loss', float('nan')):.4g})")
+
+
 class NoPoSplatPredictor:
     """Our NoPoSplat network with the user's official weights.
 
@@ -244,7 +252,7 @@ class NoPoSplatPredictor:
             T, info = refine_pose(gaussians, image1, prepared.K_grid_px[1], pose.T_cam0_from_cam1, cfg)
             pose = dataclasses.replace(
                 pose, T_cam0_from_cam1=np.asarray(T, dtype=np.float64),
-                message=(pose.message + "; " if pose.message else "") + f"refined: {info}",
+                message=(pose.message + "; " if pose.message else "") + _refine_summary(info),
             )
         except Exception as exc:  # refinement is optional: keep the PnP pose, say why
             warnings.warn(f"pose refinement skipped: {type(exc).__name__}: {exc}", stacklevel=2)

@@ -37,8 +37,12 @@ def test_motorcycle_pose(motorcycle_recon, motorcycle):
     assert pose.status == PoseStatus.OK and pose.num_inliers >= 60 and pose.residual_px < 1.5
     cov = pose.covariance
     assert cov.shape == (6, 6) and np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > 0)
-    # The covariance must be honest: the true error is within a few sigma of the reported one.
     assert np.all(np.sqrt(np.diag(cov)[3:]) < np.radians(1.0))
+    # The covariance is honest: the true error (tx ty tz rx ry rz; rotation about camera 0's axes)
+    # is plausible under it (chi-square 6 dof, 99.9 %: 22.5).
+    w = cv2.Rodrigues(T_true[:3, :3] @ T[:3, :3].T)[0].ravel()
+    err = np.concatenate([T_true[:3, 3] / np.linalg.norm(T_true[:3, 3]) - T[:3, 3], w])
+    assert err @ np.linalg.solve(cov, err) < 22.5
 
 
 def test_motorcycle_metric_depth(motorcycle_recon, motorcycle):
@@ -191,6 +195,9 @@ def test_synthetic_pose_and_unit_baseline(synthetic):
     assert rotation_angle_deg(T[:3, :3].T @ T_true[:3, :3]) < 0.3
     assert direction_angle_deg(T[:3, 3], T_true[:3, 3]) < 1.5
     assert np.linalg.norm(T[:3, 3]) == pytest.approx(1.0, abs=1e-9)
+    w = cv2.Rodrigues(T_true[:3, :3] @ T[:3, :3].T)[0].ravel()
+    err = np.concatenate([T_true[:3, 3] / np.linalg.norm(T_true[:3, 3]) - T[:3, 3], w])
+    assert err @ np.linalg.solve(r.pose.covariance, err) < 22.5  # chi-square 6 dof, 99.9 %
     assert r.scale_kind == ScaleKind.UNIT_BASELINE and r.grid_hw == HW
     np.testing.assert_allclose(r.K_grid, np.stack([K0, K1]), atol=1e-9)  # native grid: K unchanged
 

@@ -145,3 +145,11 @@ def test_matches_gsplat_exporter(tmp_path):
     back = read_ply(theirs)
     torch.testing.assert_close(back.opacities, g.opacities, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(back.harmonics, g.harmonics)
+
+
+def test_empty_gaussians_round_trip(tmp_path):
+    """A failed pair has no splats; its PLY must still be valid."""
+    g = _random_gaussians(0, 3)
+    write_ply(tmp_path / "empty.ply", g)
+    back = read_ply(tmp_path / "empty.ply")
+    assert back.num == 0 and back.sh_degree == 3

@@ -138,8 +138,8 @@ class GeometryConfig:
             raise ValueError(f"flow_preset must be one of {sorted(_DIS_PRESETS)}, got {self.flow_preset!r}")
         if not 0.0 < self.ratio <= 1.0:
             raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
-        if not 0.0 <= self.opacity_invalid <= self.opacity_valid < 1.0:
-            raise ValueError("need 0 <= opacity_invalid <= opacity_valid < 1")
+        if not 0.0 <= self.opacity_invalid < self.opacity_valid < 1.0:
+            raise ValueError("need 0 <= opacity_invalid < opacity_valid < 1")
         if self.sh_degree < 0 or self.sh_degree > 4:
             raise ValueError(f"sh_degree must be in 0..4, got {self.sh_degree}")
         for name in ("covariance_inflation", "ransac_threshold_px", "fb_threshold_px", "epipolar_threshold_px", "splat_sigma_px",
@@ -359,6 +359,11 @@ class GeometryPredictor:
 
     # -- public ---------------------------------------------------------------------------------
     def predict(self, pair: KeyframePair) -> PairReconstruction:
+        """Reconstruct a pair: Gaussians (2 * H * W, view 0 first, camera-0 frame, unit baseline) + pose.
+
+        The views may differ in size and intrinsics; view 1 is resized to view 0's grid.
+        Raises ValueError for malformed frames, PredictionError for degenerate pairs.
+        """
         cfg = self.config
         timings: dict[str, float] = {}
         t_start = time.perf_counter()

@@ -291,6 +291,26 @@ def test_same_convention_as_the_noposplat_backend(synthetic):
     assert direction_angle_deg(T_net[:3, 3], T[:3, 3]) < 1.5
 
 
+def test_views_of_different_size():
+    """View 1 from a lower-resolution camera is resized to view 0's grid with its K per axis."""
+    T_true = MOTIONS["sideways"]
+    K1_small = resize_K(K1, 0.8, 0.8)
+    rgb0, pts0, _ = render_scene(K0, np.eye(4), HW)
+    rgb1, _, _ = render_scene(K1_small, T_true, (192, 256))
+    pair = KeyframePair(Frame(rgb0, K0, 0, "cam"), Frame(rgb1, K1_small, 1, "cam"))
+    r = GeometryPredictor(GeometryConfig(grid_long_side=320)).predict(pair)
+    assert r.grid_hw == HW
+    np.testing.assert_allclose(r.K_grid[1], K1, atol=1e-9)  # 0.8 then 1.25: back to K1 exactly
+    T = r.pose.T_cam0_from_cam1
+    assert rotation_angle_deg(T[:3, :3].T @ T_true[:3, :3]) < 0.5
+    assert direction_angle_deg(T[:3, 3], T_true[:3, 3]) < 2.0
+    n = HW[0] * HW[1]
+    opaque = r.gaussians.opacities[:n].numpy() > 0.5
+    truth = pts0 / np.linalg.norm(T_true[:3, 3])
+    err = np.linalg.norm(r.gaussians.means[:n].double().numpy() - truth, axis=1) / np.linalg.norm(truth, axis=1)
+    assert opaque.mean() > 0.5 and np.median(err[opaque]) < 0.05
+
+
 # ----------------------------------------------------------------------------------------------
 # Degenerate pairs and helpers
 # ----------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def render(
     background: Sequence[float] = (0.0, 0.0, 0.0),
     near_m: float = DEFAULT_NEAR_M,
     backend: str = "auto",
-    tile_px: int = 8,
+    tile_px: int = 4,
 ) -> RenderOutput:
     """Render ``gaussians`` (in the world frame) from a pinhole camera.
 
@@ -100,7 +100,7 @@ def render_cpu(
     bg: torch.Tensor,
     near_m: float,
     *,
-    tile_px: int = 8,
+    tile_px: int = 4,
 ) -> RenderOutput:
     """The pure-PyTorch path of ``render`` (tensors already validated and on one device/dtype)."""
     mean2d, cov2d, conic, z, valid = cpu_rasterizer.project(

@@ -111,7 +111,7 @@ def _composite_chunk(
     P = px.shape[1]
     F = feat.shape[1]
     out = torch.zeros(n, P, F, dtype=feat.dtype, device=feat.device)
-    logT = torch.zeros(n, 1, P, dtype=feat.dtype, device=feat.device)
+    T_carry = torch.ones(n, 1, P, dtype=feat.dtype, device=feat.device)
     done = torch.zeros(n, 1, P, dtype=torch.bool, device=feat.device)
     acc = torch.zeros(n, P, dtype=feat.dtype, device=feat.device)
     for k0 in range(0, K, k_block):
@@ -121,20 +121,17 @@ def _composite_chunk(
         co = conic[g]
         dx = px[:, None, :] - m[..., 0:1]
         dy = py[:, None, :] - m[..., 1:2]
-        q = co[..., 0:1] * dx * dx + 2.0 * co[..., 1:2] * dx * dy + co[..., 2:3] * dy * dy
+        q = co[..., 0:1] * dx * dx + co[..., 2:3] * dy * dy + 2.0 * co[..., 1:2] * dx * dy
         alpha = torch.clamp_max(opac[g][..., None] * torch.exp(-0.5 * q), ALPHA_MAX)
-        use = v[..., None] & (alpha >= ALPHA_MIN) & (q >= 0)
-        alpha = torch.where(use, alpha, torch.zeros_like(alpha))
-        log1m = torch.log1p(-alpha)
-        cum = torch.cumsum(log1m, dim=1) + logT  # log transmittance after each Gaussian
-        T_incl = torch.exp(cum)
+        alpha = torch.where(v[..., None] & (alpha >= ALPHA_MIN), alpha, 0.0)
+        one_m = 1.0 - alpha  # >= 0.01, so the division below is safe
+        T_incl = torch.cumprod(one_m, dim=1) * T_carry  # transmittance after each Gaussian
         stop = T_incl < T_MIN  # monotone along k: this Gaussian and all behind it are not composited
-        keep = ~stop & ~done
-        w = torch.where(keep, alpha * torch.exp(cum - log1m), torch.zeros_like(alpha))  # (n, k, P)
+        w = torch.where(stop | done, 0.0, alpha * (T_incl / one_m))  # (n, k, P)
         out = out + torch.einsum("nkp,nkf->npf", w, feat[g])
         acc = acc + w.sum(1)
-        done = done | stop.any(1, keepdim=True)
-        logT = cum[:, -1:, :]
+        done = done | stop[:, -1:, :]
+        T_carry = T_incl[:, -1:, :]
     return torch.cat([out, acc[..., None]], dim=-1)
 
 
@@ -149,7 +146,7 @@ def rasterize(
     height: int,
     width: int,
     *,
-    tile_px: int = 8,
+    tile_px: int = 4,
     budget_elems: int = 1 << 21,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Alpha-composite projected Gaussians front to back.

@@ -1,0 +1,202 @@
+"""Trajectory chaining on synthetic pairs with known poses: common scale, metric scale, loss handling."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from noposplat_ros.pose.se3 import exp_se3_np
+from noposplat_ros.trajectory import Trajectory
+from noposplat_ros.transforms import invert_T, rotation_angle_deg
+from noposplat_ros.types import Gaussians, PairReconstruction, PoseEstimate, PoseStatus, ScaleKind
+
+H, W = 12, 16
+K = np.array([[14.0, 0, 7.5], [0, 14.0, 5.5], [0, 0, 1]])
+STAMP0 = 1_700_000_000_123_456_789
+
+
+def depth_map(T_world_from_cam: np.ndarray) -> np.ndarray:
+    """Ray-cast the world plane z = 6 (plus gentle bumps) from a camera: (H, W) camera depth."""
+    v, u = np.meshgrid(np.arange(H, dtype=float), np.arange(W, dtype=float), indexing="ij")
+    rays_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
+    R, c = T_world_from_cam[:3, :3], T_world_from_cam[:3, 3]
+    rw = rays_cam @ R.T
+    lam = (6.0 - c[2]) / rw[..., 2]
+    X = c + lam[..., None] * rw
+    lam = (6.0 + 0.5 * np.sin(X[..., 0]) * np.cos(X[..., 1]) - c[2]) / rw[..., 2]  # one fixed-point step
+    return lam
+
+
+def grid_points(T_world_from_cam: np.ndarray) -> np.ndarray:
+    z = depth_map(T_world_from_cam)
+    v, u = np.meshgrid(np.arange(H, dtype=float), np.arange(W, dtype=float), indexing="ij")
+    return np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], -1).reshape(-1, 3)
+
+
+def make_pair(T_w0, T_w1, stamp0, stamp1, rng, noise=0.01, extra_scale=1.0, status=PoseStatus.OK) -> PairReconstruction:
+    """What a predictor would output: both grids in camera 0, unit baseline times ``extra_scale``."""
+    T01 = invert_T(T_w0) @ T_w1
+    s = extra_scale / np.linalg.norm(T01[:3, 3])
+    P0 = grid_points(T_w0)
+    P1_cam1 = grid_points(T_w1)
+    P1 = P1_cam1 @ T01[:3, :3].T + T01[:3, 3]
+    means = np.concatenate([P0, P1]) * s * (1 + noise * rng.standard_normal((2 * H * W, 1)))
+    n = means.shape[0]
+    g = Gaussians(
+        torch.tensor(means, dtype=torch.float32),
+        torch.full((n, 3), 0.01),
+        torch.tensor([[0, 0, 0, 1.0]]).repeat(n, 1),
+        torch.full((n,), 0.9),
+        torch.zeros(n, 3, 1),
+        torch.eye(3).repeat(n, 1, 1) * 1e-4,
+    )
+    Tu = T01.copy()
+    Tu[:3, 3] *= s
+    pose = PoseEstimate(Tu, np.eye(6) * 1e-6, status, num_inliers=100, residual_px=0.3)
+    if status == PoseStatus.LOST:
+        pose = PoseEstimate.lost("synthetic loss")
+    return PairReconstruction(g, pose, ScaleKind.UNIT_BASELINE, "synthetic", stamp0, stamp1, "cam", (H, W), np.stack([K, K]))
+
+
+def true_path(n: int, rng, spacing=None) -> list[np.ndarray]:
+    Ts = [np.eye(4)]
+    for i in range(n):
+        step = spacing if spacing is not None else rng.uniform(0.1, 0.5)
+        d = np.array([1.0, 0.15 * rng.standard_normal(), 0.3 * rng.standard_normal()])
+        d *= step / np.linalg.norm(d)
+        dT = exp_se3_np(np.zeros(3), rng.normal(scale=0.02, size=3))
+        dT[:3, 3] = d
+        Ts.append(Ts[-1] @ dT)
+    return Ts
+
+
+def run(Ts, rng, traj: Trajectory, odom=False, **kw):
+    steps = []
+    for k in range(len(Ts) - 1):
+        pair = make_pair(Ts[k], Ts[k + 1], STAMP0 + k * 10**8, STAMP0 + (k + 1) * 10**8, rng,
+                         extra_scale=rng.uniform(0.5, 2.0), **kw)
+        ob = float(np.linalg.norm((invert_T(Ts[k]) @ Ts[k + 1])[:3, 3])) if odom else None
+        steps.append(traj.add_pair(pair, odom_baseline_m=ob))
+    return steps
+
+
+def path_error(steps, Ts, fit_scale: bool) -> tuple[float, float]:
+    est = np.array([s.T_world_from_cam1[:3, 3] for s in steps])
+    tru = np.array([T[:3, 3] for T in Ts[1:]])
+    g = float((est * tru).sum() / (est * est).sum()) if fit_scale else 1.0
+    err = np.linalg.norm(g * est - tru, axis=1) / np.linalg.norm(tru, axis=1)
+    rot = max(rotation_angle_deg(s.T_world_from_cam1[:3, :3].T @ T[:3, :3]) for s, T in zip(steps, Ts[1:]))
+    return float(err.max()), rot
+
+
+def test_chained_scale_equals_truth_up_to_one_global_scale():
+    rng = np.random.default_rng(0)
+    Ts = true_path(12, rng)
+    steps = run(Ts, rng, Trajectory())
+    assert all(s.status == PoseStatus.OK for s in steps)
+    assert all(s.scale_kind == ScaleKind.CHAINED for s in steps)
+    assert [s.scale_source for s in steps] == ["first"] + ["pixel"] * 11
+    err, rot = path_error(steps, Ts, fit_scale=True)
+    assert err < 0.01, err
+    assert rot < 1e-3
+    # Without chaining (each pair at its own unit scale) the same path is far off: the test can fail.
+    naive = []
+    T = np.eye(4)
+    for s in steps:
+        T01 = s.T_cam0_from_cam1.copy()
+        T01[:3, 3] /= np.linalg.norm(T01[:3, 3])
+        T = T @ T01
+        naive.append(T[:3, 3])
+    naive = np.array(naive)
+    tru = np.array([T[:3, 3] for T in Ts[1:]])
+    g = (naive * tru).sum() / (naive * naive).sum()
+    assert np.max(np.linalg.norm(g * naive - tru, axis=1) / np.linalg.norm(tru, axis=1)) > 0.05
+
+
+def test_grids_that_do_not_match_use_depth_statistics():
+    rng = np.random.default_rng(1)
+    Ts = true_path(6, rng)
+    traj = Trajectory()
+    steps = []
+    for k in range(6):
+        pair = make_pair(Ts[k], Ts[k + 1], STAMP0 + k, STAMP0 + k + 1, rng, extra_scale=rng.uniform(0.5, 2))
+        pair.K_grid = pair.K_grid.copy()
+        pair.K_grid[1, 0, 0] *= 1.001 + k * 0.001  # view-1 grid differs from the next pair's view-0 grid
+        steps.append(traj.add_pair(pair))
+    assert [s.scale_source for s in steps[1:]] == ["median"] * 5
+    err, _ = path_error(steps, Ts, fit_scale=True)
+    assert err < 0.05  # statistics of two different views of a plane: coarser than per-pixel
+
+
+def test_odometry_baseline_gives_metric_trajectory():
+    rng = np.random.default_rng(2)
+    Ts = true_path(10, rng)
+    steps = run(Ts, rng, Trajectory(), odom=True)
+    assert all(s.scale_kind == ScaleKind.METRIC for s in steps)
+    err, _ = path_error(steps, Ts, fit_scale=False)
+    assert err < 0.01, err
+
+
+def test_configured_baseline_gives_metric_trajectory():
+    rng = np.random.default_rng(3)
+    Ts = true_path(8, rng, spacing=0.25)
+    steps = run(Ts, rng, Trajectory(metric_baseline_m=0.25))
+    assert all(s.scale_kind == ScaleKind.METRIC for s in steps)
+    err, _ = path_error(steps, Ts, fit_scale=False)
+    assert err < 0.01
+    # A wrong configured baseline is off by exactly its ratio (the scale really comes from it).
+    rng = np.random.default_rng(3)
+    steps = run(true_path(8, rng, spacing=0.25), rng, Trajectory(metric_baseline_m=0.5))
+    assert path_error(steps, Ts, fit_scale=False)[0] > 0.5
+
+
+def test_lost_pose_gap_and_scale_jump_are_never_confident(tmp_path):
+    rng = np.random.default_rng(4)
+    Ts = true_path(6, rng, spacing=0.3)
+    traj = Trajectory()
+    s0 = traj.add_pair(make_pair(Ts[0], Ts[1], 0, 1, rng))
+    s1 = traj.add_pair(make_pair(Ts[1], Ts[2], 1, 2, rng, status=PoseStatus.LOST))
+    assert s1.status == PoseStatus.LOST
+    assert np.all(np.diag(s1.covariance_world) >= 1e6) and np.all(np.diag(s1.covariance) >= 1e6)
+    np.testing.assert_array_equal(s1.T_world_from_cam1, s1.T_world_from_cam0)
+    # After a loss, a new segment starts; its world placement is flagged as unknown.
+    s2 = traj.add_pair(make_pair(Ts[2], Ts[3], 2, 3, rng))
+    assert s2.segment == s0.segment + 1 and s2.scale_source == "first"
+    assert np.all(np.diag(s2.covariance_world) >= 1e6)
+    # Stamp gap: another segment.
+    s3 = traj.add_pair(make_pair(Ts[3], Ts[4], 5, 6, rng))
+    assert s3.segment == s2.segment + 1
+    # Scale jump: the next pair's depths are 10x off -> LOST.
+    pair = make_pair(Ts[4], Ts[5], 6, 7, rng)
+    pair.gaussians = pair.gaussians.scaled(10.0)
+    pair.pose.T_cam0_from_cam1[:3, 3] *= 10.0
+    s4 = traj.add_pair(pair)
+    assert s4.status == PoseStatus.LOST and "scale jump" in s4.message
+    # TUM export skips LOST steps and parses back.
+    n = traj.to_tum(tmp_path / "traj.tum")
+    rows = [l.split() for l in (tmp_path / "traj.tum").read_text().splitlines()]
+    assert n == len(rows) == 1 + 3  # first kf0 + s0, s2, s3
+    assert all(len(r) == 8 for r in rows)
+    assert rows[0][0] == "0.000000000" and rows[1][0] == "0.000000001"
+    q = np.array([float(x) for x in rows[1][4:]])
+    assert abs(np.linalg.norm(q) - 1) < 1e-6
+    traj.reset()
+    assert traj.steps == [] and traj.to_tum(tmp_path / "empty.tum") == 0
+
+
+def test_world_covariance_grows_along_the_chain():
+    rng = np.random.default_rng(5)
+    Ts = true_path(5, rng, spacing=0.3)
+    steps = run(Ts, rng, Trajectory())
+    tr = [np.trace(s.covariance_world[:3, :3]) for s in steps]
+    assert all(b > a for a, b in zip(tr, tr[1:]))
+    assert all(np.all(np.linalg.eigvalsh(s.covariance_world) > -1e-12) for s in steps)
+
+
+def test_bad_metric_baseline_raises():
+    with pytest.raises(ValueError):
+        Trajectory(metric_baseline_m=-1.0)
+    with pytest.raises(ValueError):
+        Trajectory(metric_baseline_m=math.nan)

@@ -76,7 +76,8 @@ class TransformRecord:
 class OdometryRecord:
     """nav_msgs/Odometry: pose of ``child_frame_id`` in ``header.frame_id`` (odom), twist zero.
 
-    pose_covariance: (36,) row-major over (x, y, z, rot_x, rot_y, rot_z) in the odom frame's axes.
+    pose_covariance: (36,) row-major over (x, y, z, rot_x, rot_y, rot_z) in the odom frame's axes,
+      accumulated along the trajectory (not a per-pair increment).
     twist_covariance: (36,) -1 in [0] ("not estimated", as in REP 105 consumers' convention for
       unknown fields) unless filled.
     """
@@ -175,15 +176,30 @@ def cam_pose_in_odom(T_world_from_cam: np.ndarray, frames: OutputFrames) -> np.n
     return T_bc @ np.asarray(T_world_from_cam, dtype=np.float64) @ invert_T(T_bc)
 
 
-def _covariance_in_odom(result: PairResult, T_odom_from_cam0: np.ndarray) -> np.ndarray:
-    """The relative pose covariance (camera-0 axes) rotated into odom axes, (36,)."""
+def _skew(v: np.ndarray) -> np.ndarray:
+    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+
+
+def odometry_covariance(result: PairResult, frames: OutputFrames) -> np.ndarray:
+    """(36,) covariance of the published pose T_odom_from_base (REP 103 order, odom axes).
+
+    The trajectory's ``covariance_world`` is over (translation in world axes, rotation about world
+    axes). With a base extrinsic T_bc (T_odom_from_base = T_bc T_wc T_cb), first order:
+    d_trans = R_bc d_t - R_bc [R_wc t_cb]x d_rot and d_rot_odom = R_bc d_rot.
+    """
     if result.status == PoseStatus.LOST:
         return (np.eye(6) * LOST_POSE_VARIANCE).reshape(36)
-    R = T_odom_from_cam0[:3, :3]
-    J = np.zeros((6, 6))
-    J[:3, :3] = R
-    J[3:, 3:] = R
-    return (J @ result.covariance @ J.T).reshape(36)
+    cov = np.asarray(result.covariance_world, dtype=np.float64)
+    if frames.T_base_from_cam is not None:
+        T_bc = np.asarray(frames.T_base_from_cam, dtype=np.float64)
+        R_bc, t_cb = T_bc[:3, :3], invert_T(T_bc)[:3, 3]
+        R_wc = np.asarray(result.T_world_from_cam1, dtype=np.float64)[:3, :3]
+        J = np.zeros((6, 6))
+        J[:3, :3] = R_bc
+        J[:3, 3:] = -R_bc @ _skew(R_wc @ t_cb)
+        J[3:, 3:] = R_bc
+        cov = J @ cov @ J.T
+    return (0.5 * (cov + cov.T)).reshape(36)
 
 
 def build_outputs(result: PairResult, frames: OutputFrames | None = None, *, first_pair: bool = False) -> PairOutputs:
@@ -215,9 +231,6 @@ def build_outputs(result: PairResult, frames: OutputFrames | None = None, *, fir
         return PairOutputs(cloud, splat_pair, None, [])
 
     T_odom_from_base1 = cam_pose_in_odom(result.T_world_from_cam1, frames)
-    # odom coincides with the base frame at the start, the trajectory's world with the camera
-    T_odom_from_world = np.eye(4) if frames.T_base_from_cam is None else np.asarray(frames.T_base_from_cam, float)
-    T_odom_from_cam0 = T_odom_from_world @ result.T_world_from_cam0
     p1, q1 = T_to_translation_quat_xyzw(T_odom_from_base1)
     twist_cov = np.zeros(36)
     twist_cov[0] = -1.0
@@ -226,7 +239,7 @@ def build_outputs(result: PairResult, frames: OutputFrames | None = None, *, fir
         child_frame_id=child,
         position=p1,
         orientation_xyzw=q1,
-        pose_covariance=_covariance_in_odom(result, T_odom_from_cam0),
+        pose_covariance=odometry_covariance(result, frames),
         twist_covariance=twist_cov,
     )
     transforms: list[TransformRecord] = []

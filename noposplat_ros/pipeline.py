@@ -23,7 +23,7 @@ import torch
 
 from noposplat_ros import pointcloud
 from noposplat_ros.keyframes import KeyframeConfig, KeyframeSelector
-from noposplat_ros.trajectory import Trajectory
+from noposplat_ros.trajectory import Trajectory, TrajectoryStep
 from noposplat_ros.types import (
     LOST_POSE_VARIANCE,
     Frame,
@@ -97,15 +97,20 @@ class PipelineConfig:
 class PairResult:
     """The output of one keyframe pair, in the scale of the trajectory step.
 
-    status: pose quality (LOST when the predictor failed; then ``gaussians``/``cloud`` are empty).
+    status: pose quality after the trajectory's checks (LOST: the predictor failed, or the pose or
+      the scale could not be trusted; then the pose is identity with LOST_POSE_VARIANCE).
     T_cam0_from_cam1: (4, 4) float64 relative pose, translation in ``scale_kind`` units.
     covariance: (6, 6) float64 over (tx, ty, tz, rx, ry, rz) in camera-0 axes, same units.
     T_world_from_cam0, T_world_from_cam1: (4, 4) float64 poses in the trajectory's world frame
       (camera 0 of the first pair since start/reset; OpenCV optical axes).
-    gaussians: splats in camera 0's optical frame, scaled (None when LOST).
-    cloud: structured array, splat PointCloud2 schema v1 (``pointcloud.splat_fields()``), (N,);
-      empty (0,) when LOST.
+    covariance_world: (6, 6) of T_world_from_cam1 (translation in world axes, rotation about world
+      axes), accumulated along the trajectory segment.
+    gaussians: splats in camera 0's optical frame, scaled (None when the predictor made none). A LOST
+      pair keeps the predictor's own units (scale 1, ``scale_kind`` unit_baseline).
+    cloud: structured array, splat PointCloud2 schema v1 (``pointcloud.splat_fields()``), (N,).
     scale_factor: factor applied to the predictor's unit-baseline lengths.
+    segment_metric: the trajectory segment is in metres (a metric pair anchored it), even when this
+      pair's scale is chained from it.
     timings_s: per-stage wall times ("predict", "trajectory", "cloud", "process", plus the
       predictor's own stages).
     """
@@ -122,13 +127,15 @@ class PairResult:
     covariance: np.ndarray
     T_world_from_cam0: np.ndarray
     T_world_from_cam1: np.ndarray
+    covariance_world: np.ndarray
     gaussians: Gaussians | None
     cloud: np.ndarray
+    segment_metric: bool = False
     num_inliers: int = 0
     residual_px: float = float("nan")
     message: str = ""
     recon: PairReconstruction | None = None
-    step: Any = None  # trajectory.TrajectoryStep
+    step: TrajectoryStep | None = None
     timings_s: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
@@ -153,18 +160,6 @@ class PipelineStats:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def scale_covariance(cov: np.ndarray, s: float) -> np.ndarray:
-    """(6, 6) covariance over (t, r) -> same with translations multiplied by ``s``."""
-    J = np.diag([s, s, s, 1.0, 1.0, 1.0])
-    return J @ np.asarray(cov, dtype=np.float64) @ J.T
-
-
-def _scaled_T(T: np.ndarray, s: float) -> np.ndarray:
-    out = np.array(T, dtype=np.float64, copy=True)
-    out[:3, 3] *= s
-    return out
 
 
 def _empty_gaussians() -> Gaussians:
@@ -225,33 +220,25 @@ class Pipeline:
             step = self.trajectory.add_pair(recon, odom_baseline_m=odom_baseline_m)
         timings["trajectory"] = time.perf_counter() - t0
 
-        status = PoseStatus(int(getattr(step, "status", recon.pose.status)))
-        if recon.pose.status == PoseStatus.LOST:
-            status = PoseStatus.LOST
-        s = float(getattr(step, "scale_factor", 1.0))
-        if not np.isfinite(s) or s <= 0:
-            s = 1.0
-        scale_kind = ScaleKind(getattr(step, "scale_kind", recon.scale_kind))
-        T_world_from_cam1 = np.asarray(getattr(step, "T_world_from_cam1"), dtype=np.float64)
-        T_world_from_cam0 = getattr(step, "T_world_from_cam0", None)
-        if T_world_from_cam0 is None:
-            T_rel = _scaled_T(recon.pose.T_cam0_from_cam1, s)
-            T_world_from_cam0 = T_world_from_cam1 @ np.linalg.inv(T_rel)
-        T_world_from_cam0 = np.asarray(T_world_from_cam0, dtype=np.float64)
-
         t0 = time.perf_counter()
+        status = PoseStatus(int(step.status))
         if status == PoseStatus.LOST:
-            gaussians = None
-            cloud = pointcloud.gaussians_to_structured(_empty_gaussians(), include_sh=self.cfg.include_sh)
-            covariance = np.eye(6) * LOST_POSE_VARIANCE
-            T_rel = np.eye(4)
+            # never a confident pose; the splats (if the predictor made any) stay in its own units
+            s, scale_kind = 1.0, ScaleKind(recon.scale_kind)
+            T_rel, covariance = np.eye(4), np.eye(6) * LOST_POSE_VARIANCE
+            covariance_world = np.eye(6) * LOST_POSE_VARIANCE
         else:
+            s, scale_kind = float(step.scale), ScaleKind(step.scale_kind)
+            T_rel = np.asarray(step.T_cam0_from_cam1, dtype=np.float64)
+            covariance = np.asarray(step.covariance, dtype=np.float64)
+            covariance_world = np.asarray(step.covariance_world, dtype=np.float64)
+        gaussians = None
+        if recon.gaussians.num > 0:
             gaussians = recon.gaussians.scaled(s) if s != 1.0 else recon.gaussians
             if self.cfg.min_opacity > 0:
                 gaussians = gaussians.subset(gaussians.opacities >= self.cfg.min_opacity)
-            cloud = pointcloud.gaussians_to_structured(gaussians, include_sh=self.cfg.include_sh)
-            covariance = scale_covariance(recon.pose.covariance, s)
-            T_rel = _scaled_T(recon.pose.T_cam0_from_cam1, s)
+        cloud = pointcloud.gaussians_to_structured(gaussians if gaussians is not None else _empty_gaussians(),
+                                                   include_sh=self.cfg.include_sh)
         timings["cloud"] = time.perf_counter() - t0
         timings["process"] = time.perf_counter() - t_start
 
@@ -266,13 +253,15 @@ class Pipeline:
             backend=recon.backend or self.backend,
             T_cam0_from_cam1=T_rel,
             covariance=covariance,
-            T_world_from_cam0=T_world_from_cam0,
-            T_world_from_cam1=T_world_from_cam1,
+            T_world_from_cam0=np.asarray(step.T_world_from_cam0, dtype=np.float64),
+            T_world_from_cam1=np.asarray(step.T_world_from_cam1, dtype=np.float64),
+            covariance_world=covariance_world,
+            segment_metric=bool(step.segment_metric),
             gaussians=gaussians,
             cloud=cloud,
             num_inliers=int(recon.pose.num_inliers),
             residual_px=float(recon.pose.residual_px),
-            message=recon.pose.message,
+            message="; ".join(m for m in (recon.pose.message, step.message) if m),
             recon=recon,
             step=step,
             timings_s=timings,

@@ -9,7 +9,7 @@ import pytest
 
 from noposplat_ros import pointcloud
 from noposplat_ros.outputs import OutputFrames, build_outputs
-from noposplat_ros.pipeline import Pipeline, PipelineConfig, scale_covariance
+from noposplat_ros.pipeline import Pipeline, PipelineConfig
 from noposplat_ros.transforms import direction_angle_deg, invert_T, is_rigid, make_T, quat_xyzw_to_matrix
 from noposplat_ros.types import LOST_POSE_VARIANCE, KeyframePair, PoseStatus, ScaleKind
 
@@ -128,10 +128,36 @@ def test_config_errors():
     assert PipelineConfig(predictor="auto", checkpoint="w.safetensors").resolved_backend() == "noposplat"
 
 
-def test_scale_covariance():
-    cov = np.arange(36, dtype=float).reshape(6, 6)
-    cov = cov + cov.T
-    s = scale_covariance(cov, 2.0)
-    np.testing.assert_allclose(s[:3, :3], 4 * cov[:3, :3])
-    np.testing.assert_allclose(s[:3, 3:], 2 * cov[:3, 3:])
-    np.testing.assert_allclose(s[3:, 3:], cov[3:, 3:])
+def test_odometry_covariance_through_the_mount_matches_finite_differences(metric_run):
+    """The odom covariance with a base extrinsic is J cov_world J^T; J checked numerically."""
+    from noposplat_ros.outputs import cam_pose_in_odom, odometry_covariance
+
+    _, _, r = metric_run
+    R_base_cam = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    frames = OutputFrames(base_frame="base_link", T_base_from_cam=make_T(R_base_cam, [0.2, 0.1, 0.5]))
+    T0 = cam_pose_in_odom(r.T_world_from_cam1, frames)
+
+    def rotvec(R: np.ndarray) -> np.ndarray:
+        w = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]]) / 2
+        return w  # small angles
+
+    def expm(w: np.ndarray) -> np.ndarray:
+        th = np.linalg.norm(w)
+        K = np.array([[0, -w[2], w[1]], [w[2], 0, -w[0]], [-w[1], w[0], 0]])
+        return np.eye(3) + (np.sin(th) / th) * K + ((1 - np.cos(th)) / th**2) * K @ K if th > 0 else np.eye(3)
+
+    eps, J = 1e-6, np.zeros((6, 6))
+    for i in range(6):
+        T = r.T_world_from_cam1.copy()
+        d = np.zeros(6)
+        d[i] = eps
+        # the trajectory's perturbation model: translation in world axes, rotation left-multiplied
+        # about world axes (independently of the translation)
+        T[:3, 3] += d[:3]
+        T[:3, :3] = expm(d[3:]) @ T[:3, :3]
+        Ti = cam_pose_in_odom(T, frames)
+        J[:3, i] = (Ti[:3, 3] - T0[:3, 3]) / eps
+        J[3:, i] = rotvec(Ti[:3, :3] @ T0[:3, :3].T) / eps
+    cov_w = np.diag([1e-4, 2e-4, 3e-4, 1e-5, 2e-5, 3e-5])
+    r2 = dataclasses.replace(r, covariance_world=cov_w)
+    np.testing.assert_allclose(odometry_covariance(r2, frames).reshape(6, 6), J @ cov_w @ J.T, rtol=1e-4, atol=1e-12)

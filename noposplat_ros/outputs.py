@@ -189,7 +189,13 @@ def odometry_covariance(result: PairResult, frames: OutputFrames) -> np.ndarray:
     """
     if result.status == PoseStatus.LOST:
         return (np.eye(6) * LOST_POSE_VARIANCE).reshape(36)
-    cov = np.asarray(result.covariance_world, dtype=np.float64)
+    if result.covariance_world is not None:
+        cov = np.asarray(result.covariance_world, dtype=np.float64)
+    else:  # only the pair's own covariance is known: rotate it from camera-0 into world axes
+        R0 = np.asarray(result.T_world_from_cam0, dtype=np.float64)[:3, :3]
+        J0 = np.zeros((6, 6))
+        J0[:3, :3] = J0[3:, 3:] = R0
+        cov = J0 @ np.asarray(result.covariance, dtype=np.float64) @ J0.T
     if frames.T_base_from_cam is not None:
         T_bc = np.asarray(frames.T_base_from_cam, dtype=np.float64)
         R_bc, t_cb = T_bc[:3, :3], invert_T(T_bc)[:3, 3]

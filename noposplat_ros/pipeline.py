@@ -104,7 +104,8 @@ class PairResult:
     T_world_from_cam0, T_world_from_cam1: (4, 4) float64 poses in the trajectory's world frame
       (camera 0 of the first pair since start/reset; OpenCV optical axes).
     covariance_world: (6, 6) of T_world_from_cam1 (translation in world axes, rotation about world
-      axes), accumulated along the trajectory segment.
+      axes), accumulated along the trajectory segment; None = unknown (outputs then use
+      ``covariance`` rotated into world axes).
     gaussians: splats in camera 0's optical frame, scaled (None when the predictor made none). A LOST
       pair keeps the predictor's own units (scale 1, ``scale_kind`` unit_baseline).
     cloud: structured array, splat PointCloud2 schema v1 (``pointcloud.splat_fields()``), (N,).
@@ -127,9 +128,9 @@ class PairResult:
     covariance: np.ndarray
     T_world_from_cam0: np.ndarray
     T_world_from_cam1: np.ndarray
-    covariance_world: np.ndarray
     gaussians: Gaussians | None
     cloud: np.ndarray
+    covariance_world: np.ndarray | None = None
     segment_metric: bool = False
     num_inliers: int = 0
     residual_px: float = float("nan")

@@ -4,7 +4,8 @@ Output layout (OUTPUT is a directory the command creates):
 
     OUTPUT/bag/            rosbag2 v9 bag (mcap or sqlite3) with /noposplat/splats,
                            /noposplat/splat_pair, /noposplat/odometry and /tf at the keyframe stamps
-    OUTPUT/ply/pair_NNNNNN_<stamp0_ns>.ply   one 3DGS PLY per reconstructed pair (LOST pairs: none)
+    OUTPUT/ply/pair_NNNNNN_<stamp0_ns>.ply   one 3DGS PLY per pair with splats (``_lost.ply``: pose LOST,
+                           splats in the predictor's unit-baseline scale)
     OUTPUT/trajectory.tum  camera trajectory (TUM: stamp_s tx ty tz qx qy qz qw)
     OUTPUT/summary.json    counts (frames, decoded, rejected by kind, keyframes, pairs), interrupted flag
 
@@ -319,11 +320,12 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
                         outputs = build_outputs(result, frames_cfg, first_pair=since_reset["pairs"] == 0)
                         bag_io.write_pair_outputs(out_bag, outputs)
                         since_reset["pairs"] += bool(result.ok)
-                        if result.gaussians is not None and not args.no_ply:
+                        if result.gaussians is not None and result.gaussians.num > 0 and not args.no_ply:
                             from noposplat_ros.io.ply import write_ply
 
                             ply_dir.mkdir(exist_ok=True)
-                            write_ply(ply_dir / f"pair_{result.index:06d}_{result.stamp0_ns}.ply", result.gaussians)
+                            suffix = "" if result.ok else "_lost"  # LOST: splats in predictor units, pose untrusted
+                            write_ply(ply_dir / f"pair_{result.index:06d}_{result.stamp0_ns}{suffix}.ply", result.gaussians)
                             stats.ply_files += 1
                     stats.keyframes = _keyframe_count(pipeline, stats)
                 progress.update(stats.frames, stats)

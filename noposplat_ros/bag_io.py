@@ -276,9 +276,9 @@ class FrameSource:
             try:
                 return image_decode.decode_compressed(msg.format, msg.data)
             except image_decode.ImageDecodeError as exc:
-                text = str(exc)
-                kind = "unknown_encoding" if "format" in text and "decode" not in text else "decode_error"
-                return Rejected(ns, kind, f"cannot decode compressed image: {text}")
+                unsupported = getattr(image_decode, "UnsupportedEncodingError", ())
+                kind = "unknown_encoding" if unsupported and isinstance(exc, unsupported) else "decode_error"
+                return Rejected(ns, kind, f"cannot decode compressed image: {exc}")
         enc = msg.encoding
         supported = image_decode.SUPPORTED_ENCODINGS
         if enc not in supported and enc.lower() not in supported and enc.upper() not in supported:

@@ -252,6 +252,7 @@ def run_soak(args: argparse.Namespace, log=lambda s: print(s, file=sys.stderr, f
         "faults_counted": faults,
         "fault_check": fault_check,
         "keyframes": int(diag.get("keyframes", 0) or 0),
+        "pairs_selected": int(diag.get("pairs_selected", 0) or 0),
         "pairs_published": int(diag.get("pairs_published", 0) or 0),
         "pairs_dropped_superseded": int(diag.get("pairs_dropped", 0) or 0),
         "odometry_received": len(odom),
@@ -281,7 +282,7 @@ def format_report(r: dict[str, Any]) -> str:
         "faults injected -> counted by the node: " + ", ".join(
             f"{k} {v['injected_counts']} -> {v['node_counted']}" for k, v in r.get("fault_check", {}).items()),
         "all fault counters: " + ", ".join(f"{k} {v}" for k, v in sorted(r.get("faults_counted", {}).items())),
-        f"keyframes {r.get('keyframes')}, pairs published {r.get('pairs_published')} "
+        f"keyframes {r.get('keyframes')}, pairs selected {r.get('pairs_selected')}, published {r.get('pairs_published')} "
         f"(superseded before processing {r.get('pairs_dropped_superseded')}), odometry received {r.get('odometry_received')}",
         "stamp age of outputs (s): " + (", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in age.items()) or "none"),
         f"node RSS (MiB): ready {rss.get('node_ready')}, first pair {rss.get('first_pair')}, end {rss.get('end')}, "

@@ -211,7 +211,8 @@ def odometry_covariance(result: PairResult, frames: OutputFrames) -> np.ndarray:
 def build_outputs(result: PairResult, frames: OutputFrames | None = None, *, first_pair: bool = False) -> PairOutputs:
     """All output records for one pair.
 
-    first_pair: also emit the transform at keyframe 0's stamp (start of a trajectory).
+    first_pair: also emit the transform at keyframe 0's stamp (start of a trajectory or segment;
+      the live node always asks for it and drops repeats of an already published stamp).
     """
     frames = frames or OutputFrames()
     cam_frame = result.frame_id

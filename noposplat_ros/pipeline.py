@@ -9,7 +9,8 @@ trajectory/scale -> splat cloud. No rclpy, no message types.
 
 ``offer`` and ``process`` are separate so that a shell can run the keyframe test on its input
 thread and hand the (rare) pair to a worker thread. ``process`` never raises for a pair the
-predictor cannot reconstruct: it returns a LOST result (identity pose, huge covariance, no splats).
+predictor cannot reconstruct: it returns a LOST result (identity pose, huge covariance, no splats
+unless the predictor made some).
 """
 from __future__ import annotations
 

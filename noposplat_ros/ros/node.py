@@ -86,7 +86,6 @@ class NoPoSplatNode(LifecycleNode):
         self._last_stamp_ns: int | None = None
         self._backwards_run = 0
         self._last_hw: tuple[int, int] | None = None
-        self._pairs_since_reset = 0
         self._missing_warned_at = -1.0
         self._no_info_since = -1.0  # monotonic time of the first image that found no valid camera_info
         self._last_result: PairResult | None = None
@@ -437,7 +436,6 @@ class NoPoSplatNode(LifecycleNode):
             self._pending = None
         if self.pipeline is not None:
             self.pipeline.reset()
-        self._pairs_since_reset = 0
         self._last_stamp_ns = None
         if self._tf_pub is not None:
             self._tf_pub.reset()
@@ -482,8 +480,9 @@ class NoPoSplatNode(LifecycleNode):
                         f"{result.message}")
         t1 = time.perf_counter()
         frames = self._output_frames(result.frame_id)
-        outs = build_outputs(result, frames or OutputFrames(publish_tf=False),
-                             first_pair=self._pairs_since_reset == 0)
+        # keyframe 0's transform too: after a start, reset or a new trajectory segment it places the
+        # cloud; when the chain continues it equals the last one sent and TfPublisher drops it
+        outs = build_outputs(result, frames or OutputFrames(publish_tf=False), first_pair=True)
         cloud_msg = conv.cloud_to_msg(outs.cloud)
         pair_msg = conv.splat_pair_to_msg(outs.splat_pair, cloud_msg)
         t2 = time.perf_counter()
@@ -501,8 +500,6 @@ class NoPoSplatNode(LifecycleNode):
             self._publish_preview(result, pair)
         t3 = time.perf_counter()
         self._last_result = result
-        if result.ok:
-            self._pairs_since_reset += 1
         self.health.pairs_published += 1
         self.health.stage("to_messages", t2 - t1)
         self.health.stage("publish", t3 - t2)

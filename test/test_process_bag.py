@@ -122,22 +122,74 @@ def test_both_storages_give_the_same_pairs(processed):
     assert stamps["mcap"] == stamps["sqlite3"]
 
 
-def test_same_keyframe_pairs_as_the_live_node(processed, frames):
-    """Feed the same frames to noposplat_node over DDS (separate process): the SplatPairs it
-    publishes carry exactly the keyframe stamps of the output bag."""
+# Faults mixed into the stream that is both recorded and sent to the node: (frame index -> fault).
+# They hit the frames where the camera moves (4, 8, 12), so they shift the keyframes.
+STREAM_FAULTS = {4: "wrong_encoding", 8: "nan_intrinsics", 12: "stamp_backwards", 14: "truncated"}
+
+
+def _faulty_stream(frames):
+    """The same messages for the bag and for DDS: dicts of CameraInfo + Image content."""
+    out = []
+    for i, f in enumerate(frames):
+        fault = STREAM_FAULTS.get(i)
+        K = f.K.copy()
+        if fault == "nan_intrinsics":
+            K[0, 0] = np.nan
+        stamp = frames[i - 1].stamp_ns - 1_000_000 if fault == "stamp_backwards" else f.stamp_ns
+        out.append(dict(rgb=f.rgb, K=K, stamp_ns=stamp, log_ns=f.stamp_ns, frame_id=f.frame_id,
+                        encoding="rgb8_bogus" if fault == "wrong_encoding" else "rgb8", truncate=fault == "truncated"))
+    return out
+
+
+def _write_stream_bag(path, stream):
+    """A bag as a recorder would store the stream: log time = arrival order, header stamps as sent."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    ts = bag_io.make_typestore()
+    T = ts.types
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        ci = w.add_connection("/cam/camera_info", bag_io.CAMERA_INFO_TYPE, typestore=ts)
+        im = w.add_connection("/cam/image_raw", bag_io.IMAGE_TYPE, typestore=ts)
+        for m in stream:
+            sec, nsec = divmod(m["stamp_ns"], 10**9)
+            header = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec), frame_id=m["frame_id"])
+            h, wd = m["rgb"].shape[:2]
+            P = np.concatenate([m["K"], np.zeros((3, 1))], axis=1)
+            info = T[bag_io.CAMERA_INFO_TYPE](
+                header=header, height=h, width=wd, distortion_model="plumb_bob", d=np.zeros(5), k=m["K"].reshape(-1),
+                r=np.eye(3).reshape(-1), p=P.reshape(-1), binning_x=0, binning_y=0,
+                roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+            data = m["rgb"].reshape(-1)
+            img = T[bag_io.IMAGE_TYPE](header=header, height=h, width=wd, encoding=m["encoding"], is_bigendian=0,
+                                       step=3 * wd, data=data[: data.size // 2] if m["truncate"] else data)
+            w.write(ci, m["log_ns"], ts.serialize_cdr(info, bag_io.CAMERA_INFO_TYPE))
+            w.write(im, m["log_ns"] + 1, ts.serialize_cdr(img, bag_io.IMAGE_TYPE))
+
+
+def test_same_keyframe_pairs_and_faults_as_the_live_node(tmp_path):
+    """The same stream (real moving images with faults mixed in) recorded in a bag and sent to
+    noposplat_node over DDS (a separate process): the node publishes exactly the keyframe pairs
+    (stamps) of the output bag and counts the same faults by kind."""
     import rclpy
     from rclpy.node import Node
 
     from noposplat_ros.ros.soak_nodes import CameraStreamer, OutputMonitor, Spinner
 
-    _, out, _ = processed["mcap"]
-    _, msgs = _read_output(out / "bag")
+    frames = MotorcycleSequence(scale=0.5, frames_per_view=4).frames(20)
+    stream = _faulty_stream(frames)
+    _write_stream_bag(tmp_path / "in", stream)
+    assert cli_main(["process-bag", str(tmp_path / "in"), str(tmp_path / "out"), "--predictor", "geometry"]) == 0
+    _, msgs = _read_output(tmp_path / "out" / "bag")
     bag_pairs = [(_ns(m.stamp0), _ns(m.stamp1)) for _, m, _ in msgs[bag_io.SPLAT_PAIR_TOPIC]]
+    bag_faults = json.loads((tmp_path / "out" / "summary.json").read_text())["rejected"]
+    assert len(bag_pairs) >= 3
+    assert {k: bag_faults.get(k, 0) for k in ("unknown_encoding", "short_data", "bad_intrinsics", "stamp_backwards")} \
+        == {"unknown_encoding": 1, "short_data": 1, "bad_intrinsics": 1, "stamp_backwards": 1}
     pair_end = {s1 for _, s1 in bag_pairs}
 
     ns = "/pbtest"
     node_cmd = [str(pathlib.Path(sys.executable).parent / "noposplat_node"), "--ros-args", "-r", f"__ns:={ns}",
-                "-p", "predictor:=geometry", "-p", "input_qos:=reliable"]
+                "-p", "predictor:=geometry", "-p", "input_qos:=reliable", "-p", "diagnostics_period_s:=0.2"]
     log_dir = pathlib.Path(os.environ["ROS_LOG_DIR"])
     log_dir.mkdir(parents=True, exist_ok=True)
     log = open(log_dir / f"pbtest_node_{os.getpid()}.log", "w")
@@ -153,16 +205,19 @@ def test_same_keyframe_pairs_as_the_live_node(processed, frames):
         while time.monotonic() < deadline and node.count_publishers(f"{ns}/noposplat_node/splat_pair") == 0:
             time.sleep(0.05)
         time.sleep(0.5)
-        for f in frames:
-            cam.publish_frame(f)
-            if f.stamp_ns in pair_end:  # wait for that pair so the node never supersedes one
+        for m in stream:
+            cam.publish_info(m["K"], m["rgb"].shape[1], m["rgb"].shape[0], m["stamp_ns"], m["frame_id"])
+            time.sleep(0.05)  # separate topics: let the camera_info arrive first, as in the bag's order
+            cam.publish_image(m["rgb"], m["stamp_ns"], m["frame_id"], encoding=m["encoding"], truncate=m["truncate"])
+            if m["stamp_ns"] in pair_end:  # wait for that pair so the node never supersedes one
                 t_end = time.monotonic() + 60
-                while time.monotonic() < t_end and not any(p[2] == f.stamp_ns for p in monitor.snapshot()[2]):
+                while time.monotonic() < t_end and not any(p[2] == m["stamp_ns"] for p in monitor.snapshot()[2]):
                     time.sleep(0.05)
             else:
                 time.sleep(0.1)
         time.sleep(1.0)
-        node_pairs = [(s0, s1) for _, s0, s1, _ in monitor.snapshot()[2]]
+        diag, _, pairs = monitor.snapshot()
+        node_pairs = [(s0, s1) for _, s0, s1, _ in pairs]
         assert node_proc.poll() is None, "node died"
     finally:
         spinner.stop()
@@ -175,6 +230,8 @@ def test_same_keyframe_pairs_as_the_live_node(processed, frames):
             node_proc.kill()
         log.close()
     assert node_pairs == bag_pairs
+    for kind in ("unknown_encoding", "short_data", "bad_intrinsics", "stamp_backwards", "size_change", "decode_error"):
+        assert int(diag.get(f"fault.{kind}", -1)) == bag_faults.get(kind, 0), (kind, diag)
 
 
 # ------------------------------------------------------------------------------ bad input

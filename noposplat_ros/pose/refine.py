@@ -37,12 +37,18 @@ class RefineConfig:
     levels: image downsampling factors, coarse to fine (1 = full resolution of ``image1``).
     steps_per_level: step budget per level (Jacobian evaluations for gn/lm, Adam steps for adam).
     stop_rot_rad / stop_trans_rel: early stop when a step rotates less than this and translates less
-      than this fraction of the current baseline length.
+      than this fraction of the current baseline length (times the level's factor).
     lm_lambda0: initial LM damping (relative to diag(J^T J)); max_rejects: retries per step.
     adam_lr: Adam learning rate (official 0.005).
     ssim_weight: weight of (1 - SSIM structure) added to the MSE (adam only; official 1.0).
     mask_min_alpha: pixels whose rendered alpha at the start of a level is below this are ignored
       (0 = use every pixel, as the official loss does).
+    coverage_target: gn/lm compare the render with alpha * image instead of the image, so pixels the
+      Gaussians do not cover (holes, image borders the other view never saw) carry no residual; the
+      official loss compares with the image and is pulled by those uncovered regions.
+    coarse_subsample: at a level with factor f > 1, render every (f^2)-th Gaussian with its standard
+      deviations multiplied by f (a coarser splat set for a coarser image): the cost of a render scales
+      with the number of Gaussians, not pixels, because every splat covers at least ~5x5 px.
     max_gaussians: keep only the most opaque ones above this count (None = all).
     near_m: near cull for the renderer.
     """
@@ -58,6 +64,8 @@ class RefineConfig:
     adam_lr: float = 0.005
     ssim_weight: float = 0.0
     mask_min_alpha: float = 0.0
+    coverage_target: bool = True
+    coarse_subsample: bool = True
     max_gaussians: int | None = None
     near_m: float = DEFAULT_NEAR_M
 
@@ -84,6 +92,8 @@ class RefineInfo:
     initial_loss: float = float("nan")  # MSE at the start of the first (coarsest) level
     final_loss: float = float("nan")  # MSE at the end of the last (finest) level
     converged: bool = False
+    history: list[tuple[int, float, float, float, float]] = dataclasses.field(default_factory=list)
+    # gn/lm: (level factor, cost after the step, |rotation step| rad, |translation step|, damping)
     time_s: float = 0.0
     message: str = ""
 
@@ -137,6 +147,17 @@ def ssim_structure(a_hw3: torch.Tensor, b_hw3: torch.Tensor, clamp_max: float = 
     return torch.clamp_max(s, clamp_max).mean()
 
 
+def _coarse_set(g: Gaussians, factor: int) -> Gaussians:
+    """Every (factor^2)-th Gaussian, footprints enlarged by ``factor`` (see RefineConfig.coarse_subsample)."""
+    if factor <= 1:
+        return g
+    idx = torch.arange(0, g.num, factor * factor, device=g.means.device)
+    return Gaussians(
+        g.means[idx], g.scales[idx] * factor, g.rotations_xyzw[idx], g.opacities[idx], g.harmonics[idx],
+        g.covariances[idx] * float(factor * factor),
+    )
+
+
 def _select(gaussians: Gaussians, max_n: int | None) -> Gaussians:
     keep = gaussians.opacities > (1.0 / 255.0)
     g = gaussians.subset(keep)
@@ -157,6 +178,8 @@ class _Problem:
         self.degree = degree
         self.weight: torch.Tensor | None = None  # (H, W, 1) pixel mask or None
         self.renders = 0
+        self.factor = 1
+        self.coverage_target = False
 
     def render_at(self, xi: torch.Tensor, w2c: torch.Tensor):
         T = exp_se3_torch(xi[:3], xi[3:]) @ w2c
@@ -167,7 +190,11 @@ class _Problem:
         )
 
     def residual(self, xi: torch.Tensor, w2c: torch.Tensor) -> torch.Tensor:
-        r = self.render_at(xi, w2c).rgb - self.img
+        out = self.render_at(xi, w2c)
+        if self.coverage_target:
+            r = out.rgb - out.alpha[..., None] * self.img
+        else:
+            r = out.rgb - self.img
         if self.weight is not None:
             r = r * self.weight
         return r.reshape(-1)
@@ -182,7 +209,7 @@ def _baseline(w2c: torch.Tensor) -> float:
     return float(torch.linalg.norm(w2c[:3, 3]))
 
 
-def _lm_level(p: _Problem, w2c: torch.Tensor, cfg: RefineConfig) -> tuple[torch.Tensor, int, bool, float, float]:
+def _lm_level(p: _Problem, w2c: torch.Tensor, cfg: RefineConfig, history: list | None = None) -> tuple[torch.Tensor, int, bool, float, float]:
     """Levenberg-Marquardt steps on one level -> (w2c, steps, converged, cost_start, cost_end)."""
     lam = 1e-9 if cfg.method == "gn" else cfg.lm_lambda0
     zero = torch.zeros(6, dtype=w2c.dtype, device=w2c.device)
@@ -230,7 +257,11 @@ def _lm_level(p: _Problem, w2c: torch.Tensor, cfg: RefineConfig) -> tuple[torch.
             break
         rot = float(torch.linalg.norm(delta[3:]))
         trans = float(torch.linalg.norm(delta[:3]))
-        if rot < cfg.stop_rot_rad and trans < cfg.stop_trans_rel * max(_baseline(w2c), 1e-9):
+        if history is not None:
+            history.append((p.factor, cost, rot, trans, lam))
+        # A coarse level cannot resolve finer than its pixels: the tolerance grows with the factor.
+        tol = float(p.factor)
+        if rot < tol * cfg.stop_rot_rad and trans < tol * cfg.stop_trans_rel * max(_baseline(w2c), 1e-9):
             converged = True
             break
     return w2c, steps, converged, cost_start, (cost if cost is not None else float("nan"))
@@ -300,7 +331,10 @@ def refine_pose(
     p = None
     for factor in cfg.levels:
         lvl_img, lvl_K = _pyramid_level(img, K1_px, int(factor))
-        p = _Problem(g, lvl_img, lvl_K, cfg.near_m, degree)
+        g_lvl = _coarse_set(g, int(factor)) if cfg.coarse_subsample else g
+        p = _Problem(g_lvl, lvl_img, lvl_K, cfg.near_m, degree)
+        p.factor = int(factor)
+        p.coverage_target = cfg.coverage_target and cfg.method != "adam"
         if cfg.mask_min_alpha > 0:
             with torch.no_grad():
                 a = p.render_at(torch.zeros(6, dtype=torch.float64, device=w2c.device), w2c).alpha
@@ -310,7 +344,7 @@ def refine_pose(
             c1 = p.cost(w2c)
             conv = False
         else:
-            w2c, n, conv, c0, c1 = _lm_level(p, w2c, cfg)
+            w2c, n, conv, c0, c1 = _lm_level(p, w2c, cfg, info.history)
         info.levels.append((int(factor), n, c0, c1))
         info.steps += n
         info.converged = conv

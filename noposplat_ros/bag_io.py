@@ -394,6 +394,11 @@ class OutputBag:
             for topic, msgtype in OUTPUT_TOPICS.items()
         }
         self.counts: dict[str, int] = {topic: 0 for topic in OUTPUT_TOPICS}
+        self._tf_last_ns: dict[str, int] = {}  # child frame -> newest stamp written on /tf
+
+    def reset_tf(self) -> None:
+        """Forget the /tf stamps written (after a keyframe restart, as the node's TfPublisher)."""
+        self._tf_last_ns.clear()
 
     def write(self, topic: str, msg: Any, log_ns: int) -> None:
         conn = self._connections[topic]
@@ -502,7 +507,9 @@ def write_pair_outputs(bag: "OutputBag", outputs: Any) -> None:
     """Write one outputs.PairOutputs; every message is logged at its header stamp (a keyframe stamp).
 
     tf: one TFMessage per transform, because the transforms of one pair can carry different stamps
-    (the first pair also places keyframe 0) and a bag message has one log time.
+    (keyframe 0 and keyframe 1) and a bag message has one log time. As the node's TfPublisher, a
+    transform is written only when its stamp is newer than the last one of its child frame (no
+    TF_REPEATED_DATA when the chain continues; ``reset_tf()`` after a restart).
     """
     ts = bag.typestore
     bag.write(SPLATS_TOPIC, cloud_msg(ts, outputs.cloud), outputs.cloud.header.stamp_ns)
@@ -510,7 +517,9 @@ def write_pair_outputs(bag: "OutputBag", outputs: Any) -> None:
     if outputs.odometry is not None:
         bag.write(ODOMETRY_TOPIC, odometry_msg(ts, outputs.odometry), outputs.odometry.header.stamp_ns)
     for rec in outputs.transforms:
-        bag.write(TF_TOPIC, tf_msg(ts, [rec]), rec.header.stamp_ns)
+        if bag._tf_last_ns.get(rec.child_frame_id, -1) < rec.header.stamp_ns:
+            bag.write(TF_TOPIC, tf_msg(ts, [rec]), rec.header.stamp_ns)
+            bag._tf_last_ns[rec.child_frame_id] = rec.header.stamp_ns
 
 
 # ------------------------------------------------------------------ writing input bags (tests)

@@ -220,11 +220,12 @@ def test_output_bag_readable_by_rosbags_and_rclpy(tmp_path, storage):
         _pair_result(0, 10**18, 10**18 + 5 * 10**8),
         _pair_result(1, 10**18 + 5 * 10**8, 10**18 + 9 * 10**8, lost=True),
         _pair_result(2, 10**18 + 9 * 10**8, 10**18 + 14 * 10**8),
+        _pair_result(3, 10**18 + 14 * 10**8, 10**18 + 19 * 10**8),
     ]
     path = tmp_path / "out"
     with bag_io.OutputBag(path, storage=storage) as out:
-        for i, r in enumerate(results):
-            bag_io.write_pair_outputs(out, build_outputs(r, first_pair=i == 0))
+        for r in results:  # as the node: always with keyframe 0's transform, repeats dropped
+            bag_io.write_pair_outputs(out, build_outputs(r, first_pair=True))
 
     from rosbags.highlevel import AnyReader
 
@@ -242,8 +243,9 @@ def test_output_bag_readable_by_rosbags_and_rclpy(tmp_path, storage):
     s = [(r.stamp0_ns, r.stamp1_ns) for r in results]
     assert [t for t, _ in raw_by_topic[bag_io.SPLATS_TOPIC]] == [a for a, _ in s]
     assert [t for t, _ in raw_by_topic[bag_io.SPLAT_PAIR_TOPIC]] == [a for a, _ in s]
-    assert [t for t, _ in raw_by_topic[bag_io.ODOMETRY_TOPIC]] == [s[0][1], s[2][1]]  # LOST: no odometry
-    assert [t for t, _ in raw_by_topic[bag_io.TF_TOPIC]] == [s[0][0], s[0][1], s[2][1]]
+    assert [t for t, _ in raw_by_topic[bag_io.ODOMETRY_TOPIC]] == [s[0][1], s[2][1], s[3][1]]  # LOST: none
+    # keyframe 0 of pair 2 starts a new segment after the LOST pair; pair 3's keyframe 0 was sent
+    assert [t for t, _ in raw_by_topic[bag_io.TF_TOPIC]] == [s[0][0], s[0][1], s[2][0], s[2][1], s[3][1]]
 
     # the real ROS 2 typesupport decodes every payload
     from nav_msgs.msg import Odometry

@@ -285,11 +285,12 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
             raise bag_io.BagError(f"cannot load the {cfg.resolved_backend()} predictor: {' '.join(str(exc).split())}") from exc
         prepare_output_dir(output, input_path, args.overwrite)
         frames_cfg = OutputFrames(odom_frame=frame_names["odom_frame"])
-        since_reset = {"pairs": 0}  # as the node: the first good pair after a (re)start also places keyframe 0 on tf
+        out_bag: Any = None
 
-        def restart() -> None:
+        def restart() -> None:  # as the node's _reset_pipeline
             pipeline.reset()
-            since_reset["pairs"] = 0
+            if out_bag is not None:
+                out_bag.reset_tf()
 
         source = bag_io.FrameSource(on_reset=restart)
         total = min(topics.image_count, args.max_frames or topics.image_count)
@@ -317,9 +318,8 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
                         result = pipeline.process(pair)
                         stats.pairs += 1
                         stats.pairs_lost += not result.ok
-                        outputs = build_outputs(result, frames_cfg, first_pair=since_reset["pairs"] == 0)
-                        bag_io.write_pair_outputs(out_bag, outputs)
-                        since_reset["pairs"] += bool(result.ok)
+                        # keyframe 0's transform too (as the node): repeats of a written stamp are dropped
+                        bag_io.write_pair_outputs(out_bag, build_outputs(result, frames_cfg, first_pair=True))
                         if result.gaussians is not None and result.gaussians.num > 0 and not args.no_ply:
                             from noposplat_ros.io.ply import write_ply
 

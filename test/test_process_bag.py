@@ -181,6 +181,7 @@ def test_same_keyframe_pairs_and_faults_as_the_live_node(tmp_path):
     assert cli_main(["process-bag", str(tmp_path / "in"), str(tmp_path / "out"), "--predictor", "geometry"]) == 0
     _, msgs = _read_output(tmp_path / "out" / "bag")
     bag_pairs = [(_ns(m.stamp0), _ns(m.stamp1)) for _, m, _ in msgs[bag_io.SPLAT_PAIR_TOPIC]]
+    bag_tf = [(_ns(t.header.stamp), t.header.frame_id, t.child_frame_id) for _, m, _ in msgs[bag_io.TF_TOPIC] for t in m.transforms]
     bag_faults = json.loads((tmp_path / "out" / "summary.json").read_text())["rejected"]
     assert len(bag_pairs) >= 3
     assert {k: bag_faults.get(k, 0) for k in ("unknown_encoding", "short_data", "bad_intrinsics", "stamp_backwards")} \
@@ -197,7 +198,7 @@ def test_same_keyframe_pairs_and_faults_as_the_live_node(tmp_path):
     rclpy.init()
     node = Node("pbtest_driver")
     cam = CameraStreamer(node, f"{ns}/image", f"{ns}/camera_info")
-    monitor = OutputMonitor(node, f"{ns}/noposplat_node", splat_pairs=True)
+    monitor = OutputMonitor(node, f"{ns}/noposplat_node", splat_pairs=True, tf=True)
     spinner = Spinner(node)
     try:
         assert cam.wait_for_subscribers(60), "node did not subscribe"
@@ -218,6 +219,7 @@ def test_same_keyframe_pairs_and_faults_as_the_live_node(tmp_path):
         time.sleep(1.0)
         diag, _, pairs = monitor.snapshot()
         node_pairs = [(s0, s1) for _, s0, s1, _ in pairs]
+        node_tf = list(monitor.tf)
         assert node_proc.poll() is None, "node died"
     finally:
         spinner.stop()
@@ -230,6 +232,7 @@ def test_same_keyframe_pairs_and_faults_as_the_live_node(tmp_path):
             node_proc.kill()
         log.close()
     assert node_pairs == bag_pairs
+    assert node_tf == bag_tf  # same /tf edges at the same stamps
     for kind in ("unknown_encoding", "short_data", "bad_intrinsics", "stamp_backwards", "size_change", "decode_error"):
         assert int(diag.get(f"fault.{kind}", -1)) == bag_faults.get(kind, 0), (kind, diag)
 

@@ -85,7 +85,7 @@ class OutputMonitor:
     """Records what the node publishes. ``node_ns``: the node's fully qualified name, e.g.
     ``/soak/noposplat_node`` (its private topics live under it)."""
 
-    def __init__(self, node: Node, node_fqn: str, splat_pairs: bool = False) -> None:
+    def __init__(self, node: Node, node_fqn: str, splat_pairs: bool = False, tf: bool = False) -> None:
         self.node = node
         self.node_fqn = node_fqn.rstrip("/")
         self._lock = threading.Lock()
@@ -93,12 +93,18 @@ class OutputMonitor:
         self.diagnostics_count = 0
         self.odometry: list[tuple[int, int]] = []  # (receive wall ns, header stamp ns)
         self.splat_pairs: list[tuple[int, int, int, int]] = []  # (receive ns, stamp0, stamp1, status)
+        self.tf: list[tuple[int, str, str]] = []  # (stamp ns, parent, child) of every /tf transform
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, RELIABLE)
         node.create_subscription(Odometry, f"{self.node_fqn}/odometry", self._on_odom, RELIABLE)
         if splat_pairs:
             from noposplat_msgs.msg import SplatPair
 
             node.create_subscription(SplatPair, f"{self.node_fqn}/splat_pair", self._on_pair, RELIABLE)
+        if tf:
+            from tf2_msgs.msg import TFMessage
+
+            tf_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+            node.create_subscription(TFMessage, "/tf", self._on_tf, tf_qos)
 
     def _on_diag(self, arr: DiagnosticArray) -> None:
         name = self.node_fqn.rsplit("/", 1)[-1]
@@ -120,6 +126,10 @@ class OutputMonitor:
         now = time.time_ns()
         with self._lock:
             self.splat_pairs.append((now, conv.time_to_ns(msg.stamp0), conv.time_to_ns(msg.stamp1), int(msg.status)))
+
+    def _on_tf(self, msg) -> None:  # tf2_msgs/TFMessage
+        with self._lock:
+            self.tf.extend((conv.time_to_ns(t.header.stamp), t.header.frame_id, t.child_frame_id) for t in msg.transforms)
 
     def snapshot(self) -> tuple[dict[str, str], list[tuple[int, int]], list[tuple[int, int, int, int]]]:
         with self._lock:

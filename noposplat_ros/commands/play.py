@@ -159,7 +159,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait-subscribers", type=float, default=30.0, metavar="S",
                    help="wait up to S seconds for a subscriber on both topics before publishing (0: don't wait)")
     p.add_argument("--linger", type=float, default=1.0, metavar="S", help="keep the process up S seconds after the last frame")
-    p.add_argument("ros_args", nargs=argparse.REMAINDER, help="--ros-args ... (remaps, domain, ...)")
+    p.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=None,
+                   help="everything after it goes to ROS (e.g. --ros-args -r image:=/cam/image_raw); last argument")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -173,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     if not frames:
         print("play: the source has no frames", file=sys.stderr)
         return 1
-    rclpy.init(args=["play"] + list(args.ros_args or []))
+    rclpy.init(args=["play"] + (["--ros-args", *args.ros_args] if args.ros_args is not None else []))
     node = rclpy.create_node("noposplat_player")
     # Reliable publisher: matches both best-effort (sensor-data) and reliable subscribers.
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

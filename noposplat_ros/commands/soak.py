@@ -107,6 +107,54 @@ def _rss_mb(pid: int) -> float:
         return float("nan")
 
 
+def evaluate_run(
+    *, alive: bool, diag: dict[str, str], expected: dict[str, int], ages_s: list[float],
+    rss_samples: list[tuple[float, float]], t_first_pair: float, rss_ready: float, duration_s: float,
+    max_stamp_age_s: float, max_rss_growth_mb: float,
+) -> dict[str, Any]:
+    """The pass/fail rules of the soak on what was measured (pure; see the module docstring).
+
+    diag: the node's last /diagnostics key/values; expected: fault counter -> counts the injected
+    faults must at least produce; ages_s: output stamp ages in arrival order; rss_samples:
+    (seconds since streaming began, RSS MiB). Returns failures (list of one-line reasons) and the
+    derived numbers.
+    """
+    failures: list[str] = []
+    faults = {k[len("fault."):]: int(v) for k, v in diag.items() if k.startswith("fault.")}
+    fault_check = {k: {"injected_counts": n, "node_counted": faults.get(k, 0)} for k, n in sorted(expected.items())}
+    for k, n in sorted(expected.items()):
+        if faults.get(k, 0) < n:
+            failures.append(f"fault {k}: injected {n}, node counted {faults.get(k, 0)}")
+    if faults.get("worker_error", 0):
+        failures.append(f"worker_error {faults['worker_error']} (a bug in the pipeline)")
+
+    age_stats = _percentiles(ages_s)
+    last_third = ages_s[len(ages_s) * 2 // 3 :]
+    age_stats["median_last_third"] = _median(last_third)
+    if not ages_s:
+        failures.append("no outputs (odometry) received: stamp age unknown")
+    elif age_stats["p99"] > max_stamp_age_s or age_stats["median_last_third"] > max_stamp_age_s:
+        failures.append(f"stamp age unbounded: p99 {age_stats['p99']:.2f} s, last-third median "
+                        f"{age_stats['median_last_third']:.2f} s > {max_stamp_age_s:g} s")
+
+    # RSS swings by tens of MiB with each pair (allocator): compare medians over windows, not two samples
+    window_s = max(5.0, 0.1 * duration_s)
+    early = [m for t, m in rss_samples if t_first_pair <= t <= t_first_pair + window_s]
+    t_last = rss_samples[-1][0] if rss_samples else 0.0
+    late = [m for t, m in rss_samples if t >= t_last - window_s]
+    rss_start = _median(early) if early else rss_ready
+    rss_late = _median(late) if late else float("nan")
+    growth = rss_late - rss_start
+    if not alive:
+        failures.append("node not alive at the end")
+    elif diag.get("state") != "active":
+        failures.append(f"node state {diag.get('state')!r} at the end, not active")
+    if alive and not growth <= max_rss_growth_mb:
+        failures.append(f"node RSS grew {growth:.0f} MiB (> {max_rss_growth_mb:g} MiB)")
+    return {"failures": failures, "faults": faults, "fault_check": fault_check, "stamp_age_s": age_stats,
+            "rss_start": rss_start, "rss_late": rss_late, "growth": growth, "window_s": window_s}
+
+
 def run_soak(args: argparse.Namespace, log=lambda s: print(s, file=sys.stderr, flush=True)) -> dict[str, Any]:
     """Run the soak; returns the report dict (``report["ok"]``, ``report["failures"]``)."""
     import rclpy
@@ -208,39 +256,17 @@ def run_soak(args: argparse.Namespace, log=lambda s: print(s, file=sys.stderr, f
     except (ValueError, IndexError):
         published = {}
         failures.append(f"publisher report missing (exit {pub_proc.returncode}): {pub_err.strip()[-300:]}")
-    faults = {k[len("fault."):]: int(v) for k, v in diag.items() if k.startswith("fault.")}
-    expected = published.get("expected_counts", {})
-    fault_check = {k: {"injected_counts": n, "node_counted": faults.get(k, 0)} for k, n in sorted(expected.items())}
-    for k, n in expected.items():
-        if faults.get(k, 0) < n:
-            failures.append(f"fault {k}: injected {n}, node counted {faults.get(k, 0)}")
+    ev = evaluate_run(
+        alive=alive, diag=diag, expected=published.get("expected_counts", {}),
+        ages_s=[(recv - stamp) / 1e9 for recv, stamp in odom], rss_samples=rss_samples,
+        t_first_pair=t_first_pair, rss_ready=rss_ready, duration_s=args.duration_s,
+        max_stamp_age_s=args.max_stamp_age_s, max_rss_growth_mb=args.max_rss_growth_mb,
+    )
+    failures += ev["failures"]
+    faults, fault_check, age_stats = ev["faults"], ev["fault_check"], ev["stamp_age_s"]
+    rss_start, rss_late, growth, window_s = ev["rss_start"], ev["rss_late"], ev["growth"], ev["window_s"]
     if faults.get("worker_error", 0):
-        failures.append(f"worker_error {faults['worker_error']} (see {report['node_log']})")
-
-    ages = [(recv - stamp) / 1e9 for recv, stamp in odom]
-    age_stats = _percentiles(ages)
-    last_third = ages[len(ages) * 2 // 3 :]
-    age_stats["median_last_third"] = float(sorted(last_third)[len(last_third) // 2]) if last_third else float("nan")
-    if not ages:
-        failures.append("no outputs (odometry) received: stamp age unknown")
-    elif age_stats["p99"] > args.max_stamp_age_s or age_stats["median_last_third"] > args.max_stamp_age_s:
-        failures.append(f"stamp age unbounded: p99 {age_stats['p99']:.2f} s, last-third median "
-                        f"{age_stats['median_last_third']:.2f} s > {args.max_stamp_age_s} s")
-
-    # RSS swings by tens of MiB with each pair (allocator); compare medians over windows, not two samples
-    window_s = max(5.0, 0.1 * args.duration_s)
-    early = [m for t, m in rss_samples if t_first_pair <= t <= t_first_pair + window_s]
-    t_last = rss_samples[-1][0] if rss_samples else 0.0
-    late = [m for t, m in rss_samples if t >= t_last - window_s]
-    rss_start = _median(early) if early else rss_ready
-    rss_late = _median(late) if late else float("nan")
-    growth = rss_late - rss_start
-    if not alive:
-        failures.append("node not alive at the end")
-    elif diag.get("state") != "active":
-        failures.append(f"node state {diag.get('state')!r} at the end, not active")
-    if alive and not growth <= args.max_rss_growth_mb:
-        failures.append(f"node RSS grew {growth:.0f} MiB (> {args.max_rss_growth_mb:g} MiB)")
+        failures.append(f"see {report['node_log']} for the worker_error traceback")
 
     report.update({
         "node_alive_at_end": alive,

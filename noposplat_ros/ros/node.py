@@ -24,6 +24,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from noposplat_msgs.msg import SplatPair
@@ -191,11 +192,12 @@ class NoPoSplatNode(LifecycleNode):
         self.health.backend = self.pipeline.backend
         self.health.stage("load_predictor", time.perf_counter() - t0)
         self.get_logger().info(f"predictor '{self.pipeline.backend}' ready in {time.perf_counter() - t0:.2f} s")
+        over = {"qos_overriding_options": QoSOverridingOptions.with_default_policies()}  # qos_overrides.<topic>.*
         self._pubs = {
-            "splats": self.create_lifecycle_publisher(PointCloud2, "~/splats", LATCHED_QOS),
-            "splat_pair": self.create_lifecycle_publisher(SplatPair, "~/splat_pair", LATCHED_QOS),
-            "odometry": self.create_lifecycle_publisher(Odometry, "~/odometry", RELIABLE_QOS),
-            "preview": self.create_lifecycle_publisher(Image, "~/preview", LATCHED_QOS),
+            "splats": self.create_lifecycle_publisher(PointCloud2, "~/splats", LATCHED_QOS, **over),
+            "splat_pair": self.create_lifecycle_publisher(SplatPair, "~/splat_pair", LATCHED_QOS, **over),
+            "odometry": self.create_lifecycle_publisher(Odometry, "~/odometry", RELIABLE_QOS, **over),
+            "preview": self.create_lifecycle_publisher(Image, "~/preview", LATCHED_QOS, **over),
         }
         self._tf_pub = TfPublisher(self)
         self.health.state = "inactive"
@@ -214,11 +216,13 @@ class NoPoSplatNode(LifecycleNode):
                 self.health.error = reason
                 return TransitionCallbackReturn.FAILURE
         qos = qos_profile_sensor_data if self._p("input_qos") == "sensor_data" else RELIABLE_QOS
+        over = {"qos_overriding_options": QoSOverridingOptions.with_default_policies()}  # qos_overrides.<topic>.*
         if self._p("image_transport") == "compressed":
-            self._subs.append(self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, qos))
+            self._subs.append(self.create_subscription(CompressedImage, "image/compressed", self._on_compressed, qos,
+                                                       **over))
         else:
-            self._subs.append(self.create_subscription(Image, "image", self._on_image, qos))
-        self._subs.append(self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos))
+            self._subs.append(self.create_subscription(Image, "image", self._on_image, qos, **over))
+        self._subs.append(self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos, **over))
         if self._p("scale_odometry_topic"):
             # best effort matches both reliable and best-effort odometry publishers
             self._subs.append(self.create_subscription(Odometry, self._p("scale_odometry_topic"), self._on_odometry,
@@ -229,7 +233,8 @@ class NoPoSplatNode(LifecycleNode):
         self.health.state = "active"
         self.get_logger().info(
             f"active: subscribed to '{self._subs[0].topic_name}' and '{self._subs[1].topic_name}' "
-            f"({self._p('input_qos')} QoS), publishing on {self.get_fully_qualified_name()}/splats")
+            f"({self._subs[0].qos_profile.reliability.name.lower()}, depth {self._subs[0].qos_profile.depth}), "
+            f"publishing on {self.get_fully_qualified_name()}/splats")
         return super().on_activate(state)
 
     def _stop_worker(self) -> None:

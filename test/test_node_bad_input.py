@@ -163,6 +163,23 @@ def test_bad_input_counted_and_node_survives(rcl, tmp_path):
             spin_until(rcl, lambda: (img_pub.get_subscription_count() >= 1) == bool(subs_expected), 30.0,
                        f"subscriptions after transition {tid}", (node,), logs)
 
+        # run-time parameters: ranges and cross-field rules are enforced, valid changes apply
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        set_params = rcl.create_client(SetParameters, f"/{NAME}/set_parameters")
+        assert set_params.wait_for_service(timeout_sec=30.0)
+        for name, value, ok in (("keyframe.min_overlap", 0.99, False),  # above max_overlap 0.97
+                                ("keyframe.min_parallax_px", -1.0, False),  # out of range
+                                ("refine", "sometimes", False),  # read-only (and not a choice)
+                                ("keyframe.min_parallax_px", 10.0, True)):
+            fut = set_params.call_async(SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()]))
+            rclpy.spin_until_future_complete(rcl, fut, timeout_sec=30.0)
+            res = fut.result().results[0]
+            assert res.successful == ok, (name, value, res.reason)
+            assert ok or res.reason
+        assert node.poll() is None
+
         # 7. a checkpoint that fails to load: configure fails with the reason; the node stays up
         spin_until(rcl, lambda: diag.get(BAD_CKPT_NAME, "pipeline").get("_level") == 2, STARTUP_TIMEOUT_S,
                    "the bad-checkpoint node to report ERROR", (ckpt_node,), logs)

@@ -25,6 +25,7 @@ FAULT_KINDS = (
     "size_change",  # image size changed mid-stream (keyframes reset)
     "stamp_backwards",  # image stamp not after the previous one (frame dropped)
     "camera_info_missing",  # images arrive but no valid camera_info for camera_info_timeout_s
+    "invalid_parameters",  # configure rejected the parameters (reason in the message)
     "checkpoint_load",  # the predictor / checkpoint failed to load on configure
     "prediction_lost",  # the predictor could not reconstruct a pair (LOST result)
     "scale_odometry_missing",  # scale_odometry_topic set but no samples around the keyframe stamps
@@ -109,7 +110,7 @@ def health_to_diagnostics(snap: dict, node_name: str, hardware_id: str, stamp_ns
     occurred since start; OK otherwise.
     """
     f = snap["faults"]
-    input_faults = sum(v for k, v in f.items() if k not in ("checkpoint_load", "prediction_lost", "worker_error",
+    input_faults = sum(v for k, v in f.items() if k not in ("checkpoint_load", "invalid_parameters", "prediction_lost", "worker_error",
                                                              "scale_odometry_missing", "extrinsic_missing"))
     inp = DiagnosticStatus(name=f"{node_name}: input", hardware_id=hardware_id)
     if snap["warning"]:

@@ -111,6 +111,8 @@ class NoPoSplatNode(LifecycleNode):
 
     # ------------------------------------------------------------------ parameters
     def _validate_parameters(self, params) -> SetParametersResult:
+        """Checks ranges/choices of our parameters; keyframe and splat parameters apply at once."""
+        kf_changes, splat_changes = {}, {}
         for p in params:
             spec = self._specs.get(p.name)
             if spec is None:
@@ -118,20 +120,24 @@ class NoPoSplatNode(LifecycleNode):
             reason = spec.check(p.value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
-            if p.name.startswith(KEYFRAME_PREFIX) and self.pipeline is not None:
-                self._apply_keyframe_param(p.name[len(KEYFRAME_PREFIX):], p.value)
-            elif p.name in ("include_sh", "min_opacity") and self.pipeline is not None:
-                setattr(self.pipeline.cfg, p.name, type(getattr(self.pipeline.cfg, p.name))(p.value))
+            if p.name.startswith(KEYFRAME_PREFIX):
+                kf_changes[p.name[len(KEYFRAME_PREFIX):]] = p.value
+            elif p.name in ("include_sh", "min_opacity"):
+                splat_changes[p.name] = p.value
+        if self.pipeline is not None and kf_changes:
+            try:  # cross-field rules (min_overlap <= max_overlap, ...)
+                cfg = dataclasses.replace(self.pipeline.cfg.keyframes, **kf_changes).validate()
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            from noposplat_ros.keyframes import KeyframeSelector
+
+            self.pipeline.cfg.keyframes = cfg
+            self.pipeline.selector = KeyframeSelector(cfg)
+            self.get_logger().info(f"keyframe parameters {kf_changes}: keyframe selection restarted")
+        if self.pipeline is not None:
+            for name, value in splat_changes.items():
+                setattr(self.pipeline.cfg, name, type(getattr(self.pipeline.cfg, name))(value))
         return SetParametersResult(successful=True)
-
-    def _apply_keyframe_param(self, name: str, value) -> None:
-        """A keyframe parameter changed at run time: new selector (keyframes restart)."""
-        from noposplat_ros.keyframes import KeyframeSelector
-
-        cfg = dataclasses.replace(self.pipeline.cfg.keyframes, **{name: value})
-        self.pipeline.cfg.keyframes = cfg
-        self.pipeline.selector = KeyframeSelector(cfg)
-        self.get_logger().info(f"keyframe.{name} = {value!r}: keyframe selection restarted")
 
     def _p(self, name: str):
         return self.get_parameter(name).value
@@ -176,6 +182,13 @@ class NoPoSplatNode(LifecycleNode):
         try:
             cfg = self.pipeline_config()
             cfg.validate()
+        except ValueError as exc:
+            reason = f"configure failed: {exc}"
+            self.get_logger().error(reason)
+            self.health.fault("invalid_parameters", reason)
+            self.health.error = reason
+            return TransitionCallbackReturn.FAILURE
+        try:
             self.get_logger().info(f"loading predictor backend '{cfg.resolved_backend()}'"
                                    + (f" from {cfg.checkpoint}" if cfg.checkpoint else ""))
             t0 = time.perf_counter()

@@ -350,3 +350,88 @@ def test_params_file_of_the_node(tmp_path, frames, capsys):
     assert summary["frames"] == N_FRAMES and summary["pairs"] == 0  # no frame moves 5000 px
     rc, err = _run_cli([tmp_path / "in", tmp_path / "o3", "--keyframe", "no_such=1"], capsys)
     assert rc == 1 and len(err) == 1 and "no_such" in err[0]
+
+
+# ------------------------------------------------------------------------------ metric scale from odometry
+
+
+def _bag_with_odometry(path, frames, seq, child_frame):
+    """Images + camera_info, plus the robot's odometry: the camera sits at the rig's left (x = 0) or
+    right (x = baseline) position, as the Motorcycle sequence alternates between them."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from noposplat_ros.datasets import MOTORCYCLE_BASELINE_M
+
+    bag_io.frames_to_bag(path / "imgs", frames, storage="mcap")
+    ts = bag_io.make_typestore()
+    T = ts.types
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([path / "imgs"], default_typestore=ts) as r, \
+            Writer(path / "in", version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conns = {c.topic: w.add_connection(c.topic, c.msgtype, typestore=ts) for c in r.connections}
+        for c, log_ns, raw in r.messages():
+            w.write(conns[c.topic], log_ns, raw)
+        oc = w.add_connection("/robot/odom", "nav_msgs/msg/Odometry", typestore=ts)
+        V = T["geometry_msgs/msg/Vector3"]
+        for i, f in enumerate(frames):
+            x = MOTORCYCLE_BASELINE_M if (i // seq.frames_per_view) % 2 == 1 else 0.0
+            sec, nsec = divmod(f.stamp_ns, 10**9)
+            msg = T["nav_msgs/msg/Odometry"](
+                header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec), frame_id="odom"),
+                child_frame_id=child_frame,
+                pose=T["geometry_msgs/msg/PoseWithCovariance"](
+                    pose=T["geometry_msgs/msg/Pose"](position=T["geometry_msgs/msg/Point"](x=x, y=0.0, z=0.0),
+                                                     orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)),
+                    covariance=np.zeros(36)),
+                twist=T["geometry_msgs/msg/TwistWithCovariance"](
+                    twist=T["geometry_msgs/msg/Twist"](linear=V(x=0.0, y=0.0, z=0.0), angular=V(x=0.0, y=0.0, z=0.0)),
+                    covariance=np.zeros(36)),
+            )
+            w.write(oc, f.stamp_ns + 5_000_000, ts.serialize_cdr(msg, "nav_msgs/msg/Odometry"))  # arrives 5 ms late
+    return MOTORCYCLE_BASELINE_M
+
+
+def test_metric_scale_from_odometry_in_the_bag(tmp_path, motorcycle):
+    seq = MotorcycleSequence(scale=0.5, frames_per_view=4)
+    frames = seq.frames(10)
+    baseline_m = _bag_with_odometry(tmp_path, frames, seq, child_frame=frames[0].frame_id)
+    rc = cli_main(["process-bag", str(tmp_path / "in"), str(tmp_path / "out"), "--predictor", "geometry",
+                   "--scale-odometry-topic", "/robot/odom"])
+    assert rc == 0
+    _, msgs = _read_output(tmp_path / "out" / "bag")
+    pairs = [m for _, m, _ in msgs[bag_io.SPLAT_PAIR_TOPIC]]
+    assert len(pairs) >= 2
+    for m in pairs:
+        assert m.scale_kind == 2  # SCALE_METRIC
+        t = m.t_cam0_from_cam1.translation
+        assert np.linalg.norm([t.x, t.y, t.z]) == pytest.approx(baseline_m, rel=1e-6)
+    # the right camera is at +x of the left one: odometry of the first pair, in metres
+    odo = msgs[bag_io.ODOMETRY_TOPIC][0][1]
+    assert odo.pose.pose.position.x == pytest.approx(baseline_m, abs=0.03)
+    # metric splats: median depth of the first pair (camera 0 = left) near the ground truth's
+    from noposplat_ros import pointcloud
+
+    cloud = pairs[0].splats
+    arr = np.frombuffer(cloud.data.tobytes(), dtype=pointcloud.dtype_from_fields(
+        [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields], cloud.point_step))
+    z = arr["z"][np.isfinite(arr["z"]) & (arr["z"] > 0)]
+    gt = np.nanmedian(motorcycle.depth_left_m())
+    assert np.median(z) == pytest.approx(gt, rel=0.25)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["rejected"].get("scale_odometry_missing", 0) == 0
+
+
+def test_odometry_of_another_frame_needs_the_mount(tmp_path):
+    seq = MotorcycleSequence(scale=0.5, frames_per_view=4)
+    frames = seq.frames(6)
+    _bag_with_odometry(tmp_path, frames, seq, child_frame="base_link")  # no /tf_static in the bag
+    rc = cli_main(["process-bag", str(tmp_path / "in"), str(tmp_path / "out"), "--predictor", "geometry",
+                   "--scale-odometry-topic", "/robot/odom"])
+    assert rc == 0
+    _, msgs = _read_output(tmp_path / "out" / "bag")
+    pairs = [m for _, m, _ in msgs[bag_io.SPLAT_PAIR_TOPIC]]
+    assert pairs and all(m.scale_kind != 2 for m in pairs)  # not metric without the mount
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["rejected"]["scale_odometry_missing"] == len(pairs)
+    rc = cli_main(["process-bag", str(tmp_path / "in"), str(tmp_path / "out2"), "--scale-odometry-topic", "/nope"])
+    assert rc == 1

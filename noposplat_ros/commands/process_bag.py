@@ -56,6 +56,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"), help="noposplat precision")
     p.add_argument("--allow-pickle", action="store_true", default=None, help="let a pickled official .ckpt load (trusted files only)")
     p.add_argument("--metric-baseline-m", type=float, default=None, help="known distance between keyframe cameras (m)")
+    p.add_argument("--scale-odometry-topic", default=None,
+                   help="nav_msgs/Odometry topic in the bag (robot odometry): each pair becomes metric from the "
+                        "distance the camera moved between its keyframes, as the node's scale_odometry_topic")
+    p.add_argument("--scale-odometry-max-gap-s", type=float, default=None,
+                   help="largest gap between odometry samples around a keyframe stamp (default 0.5)")
+    p.add_argument("--scale-odometry-min-m", type=float, default=None,
+                   help="camera motion below this stays chained (default 0.02)")
     p.add_argument("--keyframe", action="append", default=[], metavar="NAME=VALUE",
                    help="keyframe selection parameter (as the node's keyframe.NAME), repeatable")
     p.add_argument("--include-sh", action="store_true", default=None, help="add higher-order SH to the splat clouds")
@@ -218,7 +225,8 @@ def load_node_params(path: str | pathlib.Path) -> dict[str, Any]:
 
 def _pipeline_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """PipelineConfig the way the node builds it from its parameters (file, then flags), and the
-    output-frame settings {odom_frame, base_frame}."""
+    shell settings {odom_frame, base_frame, scale_odometry_topic, scale_odometry_max_gap_s,
+    scale_odometry_min_m}."""
     from noposplat_ros.keyframes import KeyframeConfig
     from noposplat_ros.pipeline import PipelineConfig
 
@@ -228,6 +236,8 @@ def _pipeline_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         "device": args.device, "precision": args.precision, "allow_pickle": args.allow_pickle,
         "metric_baseline_m": args.metric_baseline_m, "include_sh": args.include_sh,
         "min_opacity": args.min_opacity, "odom_frame": args.odom_frame, "base_frame": args.base_frame,
+        "scale_odometry_topic": args.scale_odometry_topic, "scale_odometry_max_gap_s": args.scale_odometry_max_gap_s,
+        "scale_odometry_min_m": args.scale_odometry_min_m,
     }
     p.update({k: v for k, v in flags.items() if v is not None})
     for item in args.keyframe:
@@ -256,8 +266,76 @@ def _pipeline_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         include_sh=bool(p.get("include_sh", False)), min_opacity=float(p.get("min_opacity", 0.0)),
     )
     cfg.validate()
-    frames = {"odom_frame": str(p.get("odom_frame") or "odom"), "base_frame": str(p.get("base_frame") or "")}
+    frames = {
+        "odom_frame": str(p.get("odom_frame") or "odom"), "base_frame": str(p.get("base_frame") or ""),
+        "scale_odometry_topic": str(p.get("scale_odometry_topic") or ""),
+        "scale_odometry_max_gap_s": float(p.get("scale_odometry_max_gap_s", 0.5)),
+        "scale_odometry_min_m": float(p.get("scale_odometry_min_m", 0.02)),
+    }
+    if not 0 < frames["scale_odometry_max_gap_s"] <= 10.0:
+        raise ValueError(f"scale_odometry_max_gap_s must be in (0, 10], got {frames['scale_odometry_max_gap_s']}")
     return cfg, frames
+
+
+class _OdometryScale:
+    """The node's metric scale from robot odometry, fed from the bag (``scale_odometry_topic``).
+
+    Odometry samples go into the node's own ``OdometryBuffer``; the camera mount (odometry child
+    frame <- camera frame) comes from the bag's ``/tf_static``.
+    """
+
+    def __init__(self, topic: str, max_gap_s: float, min_m: float) -> None:
+        from noposplat_ros.ros.odometry_buffer import OdometryBuffer  # plain NumPy, no rclpy
+
+        self.topic, self.gap_ns, self.min_m = topic, int(max_gap_s * 1e9), float(min_m)
+        self.buffer = OdometryBuffer()
+        self.child_frame = ""
+        self.static_edges: dict[str, tuple[str, Any]] = {}  # child -> (parent, T_parent_from_child)
+
+    def on_odometry(self, msg: Any) -> None:
+        import numpy as np
+
+        from noposplat_ros.bag_io import stamp_ns
+
+        p, q = msg.pose.pose.position, msg.pose.pose.orientation
+        self.child_frame = msg.child_frame_id
+        self.buffer.add(stamp_ns(msg.header), np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]))
+
+    def on_tf_static(self, msg: Any) -> None:
+        from noposplat_ros.transforms import translation_quat_xyzw_to_T
+
+        for tr in msg.transforms:
+            t, r = tr.transform.translation, tr.transform.rotation
+            self.static_edges[tr.child_frame_id] = (
+                tr.header.frame_id, translation_quat_xyzw_to_T([t.x, t.y, t.z], [r.x, r.y, r.z, r.w]))
+
+    def T_base_from_cam(self, base: str, cam: str) -> Any:
+        """Compose static edges from ``cam`` up to ``base``; None when ``base`` is not above ``cam``."""
+        import numpy as np
+
+        T, frame = np.eye(4), cam
+        for _ in range(64):  # a tf tree is shallow; guards against cycles
+            if frame == base:
+                return T
+            if frame not in self.static_edges:
+                return None
+            parent, T_parent_from_frame = self.static_edges[frame]
+            T, frame = np.asarray(T_parent_from_frame) @ T, parent
+        return None
+
+    def baseline_m(self, pair: Any) -> tuple[float | None, str]:
+        """(camera motion in metres between the keyframes or None, fault message if missing)."""
+        cam, base = pair.kf0.frame_id, self.child_frame
+        T_bc = None
+        if base and base != cam:
+            T_bc = self.T_base_from_cam(base, cam)
+            if T_bc is None:
+                return None, f"no static transform {base} <- {cam} on /tf_static; pair not metric"
+        baseline = self.buffer.camera_baseline_m(pair.kf0.stamp_ns, pair.kf1.stamp_ns, T_bc, self.gap_ns)
+        if baseline is None:
+            return None, (f"no odometry on '{self.topic}' covering keyframe stamps {pair.kf0.stamp_ns} and "
+                          f"{pair.kf1.stamp_ns}; pair not metric")
+        return (baseline if baseline >= self.min_m else None), ""
 
 
 def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> RunStats:
@@ -268,13 +346,25 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
     input_path, output = pathlib.Path(args.input), pathlib.Path(args.output)
     if args.max_frames is not None and args.max_frames <= 0:
         raise bag_io.BagError(f"--max-frames must be positive, got {args.max_frames}")
-    cfg, frame_names = _pipeline_config(args)
-    if frame_names["base_frame"]:
-        # the node reads base_frame <- camera from /tf_static; the bag runner has no such lookup yet
+    cfg, shell = _pipeline_config(args)
+    if shell["base_frame"]:
+        # the node reads base_frame <- camera from /tf_static for its outputs; not done here yet
         raise bag_io.BagError("base_frame is not supported by process-bag yet (its outputs use the camera frame)")
     stats = RunStats()
     with bag_io.InputBag(input_path) as bag:
-        topics = bag_io.select_topics(bag.topics(), args.image_topic, args.camera_info_topic)
+        bag_topics = bag.topics()
+        topics = bag_io.select_topics(bag_topics, args.image_topic, args.camera_info_topic)
+        read = [topics.image, topics.camera_info]
+        odom: _OdometryScale | None = None
+        if shell["scale_odometry_topic"]:
+            name = shell["scale_odometry_topic"]
+            if bag_topics.get(name, ("", 0))[0] != "nav_msgs/msg/Odometry":
+                found = bag_topics[name][0] if name in bag_topics else "not in the bag"
+                raise bag_io.BagError(f"scale odometry topic {name}: {found} (needs nav_msgs/msg/Odometry)")
+            odom = _OdometryScale(name, shell["scale_odometry_max_gap_s"], shell["scale_odometry_min_m"])
+            read.append(name)
+            if bag_topics.get("/tf_static", ("", 0))[0] == "tf2_msgs/msg/TFMessage":
+                read.append("/tf_static")
         from noposplat_ros.pipeline import Pipeline
 
         if output.exists() and not args.overwrite:  # fail before the (slow) predictor load
@@ -284,10 +374,36 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
         except Exception as exc:  # noqa: BLE001 - checkpoint/predictor load errors of any kind: one line
             raise bag_io.BagError(f"cannot load the {cfg.resolved_backend()} predictor: {' '.join(str(exc).split())}") from exc
         prepare_output_dir(output, input_path, args.overwrite)
-        frames_cfg = OutputFrames(odom_frame=frame_names["odom_frame"])
+        frames_cfg = OutputFrames(odom_frame=shell["odom_frame"])
         out_bag: Any = None
+        pending: list[Any] = []  # pairs waiting for odometry past keyframe 1's stamp (as the node waits)
+        ply_dir = output / PLY_DIR
 
-        def restart() -> None:  # as the node's _reset_pipeline
+        def process(pair: Any) -> None:
+            baseline = None
+            if odom is not None:
+                baseline, why = odom.baseline_m(pair)
+                if why:
+                    source.faults["scale_odometry_missing"] += 1
+            result = pipeline.process(pair, odom_baseline_m=baseline)
+            stats.pairs += 1
+            stats.pairs_lost += not result.ok
+            # keyframe 0's transform too (as the node): repeats of a written stamp are dropped
+            bag_io.write_pair_outputs(out_bag, build_outputs(result, frames_cfg, first_pair=True))
+            if result.gaussians is not None and result.gaussians.num > 0 and not args.no_ply:
+                from noposplat_ros.io.ply import write_ply
+
+                ply_dir.mkdir(exist_ok=True)
+                suffix = "" if result.ok else "_lost"  # LOST: splats in predictor units, pose untrusted
+                write_ply(ply_dir / f"pair_{result.index:06d}_{result.stamp0_ns}{suffix}.ply", result.gaussians)
+                stats.ply_files += 1
+
+        def flush(until_log_ns: int | None = None) -> None:
+            while pending and (until_log_ns is None or pending[0].kf1.stamp_ns + odom.gap_ns < until_log_ns):
+                process(pending.pop(0))
+
+        def restart() -> None:  # as the node's _reset_pipeline (waiting pairs belong to the old trajectory)
+            flush()
             pipeline.reset()
             if out_bag is not None:
                 out_bag.reset_tf()
@@ -295,42 +411,40 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
         source = bag_io.FrameSource(on_reset=restart)
         total = min(topics.image_count, args.max_frames or topics.image_count)
         progress = Progress(total, interval_s=args.progress_interval_s)
-        ply_dir = output / PLY_DIR
         out_bag = bag_io.OutputBag(output / BAG_DIR, storage=args.storage, typestore=None)
         try:
-            for topic, _log_ns, msg in bag.messages([topics.image, topics.camera_info]):
+            for topic, log_ns, msg in bag.messages(read):
                 if stop is not None and stop.requested:
-                    stats.interrupted = True
                     break
+                if pending:
+                    flush(log_ns)
                 if topic == topics.camera_info:
                     source.camera_info(msg)
-                    stats.rejected = source.faults
-                    continue
-                if args.max_frames is not None and stats.frames >= args.max_frames:
-                    break
-                stats.frames += 1
-                item = source.image(msg, topics.image_type)
+                elif odom is not None and topic == odom.topic:
+                    odom.on_odometry(msg)
+                elif topic == "/tf_static" and odom is not None:
+                    odom.on_tf_static(msg)
+                else:
+                    if args.max_frames is not None and stats.frames >= args.max_frames:
+                        break
+                    stats.frames += 1
+                    item = source.image(msg, topics.image_type)
+                    if not isinstance(item, bag_io.Rejected):
+                        stats.decoded += 1
+                        pair = pipeline.offer(item)
+                        if pair is not None:
+                            if odom is None:
+                                process(pair)
+                            else:
+                                pending.append(pair)
+                        stats.keyframes = _keyframe_count(pipeline, stats)
+                    progress.update(stats.frames, stats)
                 stats.rejected = source.faults
-                if not isinstance(item, bag_io.Rejected):
-                    stats.decoded += 1
-                    pair = pipeline.offer(item)
-                    if pair is not None:
-                        result = pipeline.process(pair)
-                        stats.pairs += 1
-                        stats.pairs_lost += not result.ok
-                        # keyframe 0's transform too (as the node): repeats of a written stamp are dropped
-                        bag_io.write_pair_outputs(out_bag, build_outputs(result, frames_cfg, first_pair=True))
-                        if result.gaussians is not None and result.gaussians.num > 0 and not args.no_ply:
-                            from noposplat_ros.io.ply import write_ply
-
-                            ply_dir.mkdir(exist_ok=True)
-                            suffix = "" if result.ok else "_lost"  # LOST: splats in predictor units, pose untrusted
-                            write_ply(ply_dir / f"pair_{result.index:06d}_{result.stamp0_ns}{suffix}.ply", result.gaussians)
-                            stats.ply_files += 1
-                    stats.keyframes = _keyframe_count(pipeline, stats)
-                progress.update(stats.frames, stats)
             if stop is not None and stop.requested:
                 stats.interrupted = True
+            else:
+                flush()  # end of the bag: no more odometry will come
+                stats.rejected = source.faults
         finally:
             # Always close: the storage index and metadata.yaml make a partial bag a valid bag.
             out_bag.close()
@@ -338,6 +452,7 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
             _write_trajectory(pipeline, output / TRAJECTORY_FILE)
             (output / SUMMARY_FILE).write_text(
                 json.dumps({**stats.as_dict(), "image_topic": topics.image, "camera_info_topic": topics.camera_info,
+                            "scale_odometry_topic": odom.topic if odom else None,
                             "output_counts": out_bag.counts, "storage": args.storage}, indent=2) + "\n"
             )
     return stats

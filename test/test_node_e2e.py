@@ -84,7 +84,7 @@ def call_trigger(node, service: str) -> Trigger.Response:
 
 
 def run_node_and_player(listener, tmp_path, name: str, params: dict, expect_pose: bool,
-                        services: tuple[str, ...] = ()) -> Received:
+                        services: tuple[str, ...] = (), player_args: tuple[str, ...] = ()) -> Received:
     rx = Received(listener, name)
     logs = (tmp_path / f"{name}.log", tmp_path / f"{name}_player.log")
     node = player = None
@@ -94,7 +94,7 @@ def run_node_and_player(listener, tmp_path, name: str, params: dict, expect_pose
         spin_until(listener, lambda: rx.state == "active" and listener.count_publishers(f"/{name}/splat_pair") >= 1,
                    STARTUP_TIMEOUT_S, "the node to become active", (node,), logs)
         player = start_process([sys.executable, "-m", "noposplat_ros.cli", "play", "--rate", "2", "--linger", "2",
-                                "--wait-subscribers", "60"], logs[1])
+                                "--wait-subscribers", "60", *player_args], logs[1])
         want_tf = 2 if expect_pose else 0
         want_preview = bool(params.get("publish_preview"))
         spin_until(listener, lambda: rx.pairs and rx.cloud and (not expect_pose or (rx.odom and len(rx.tf) >= want_tf))
@@ -131,9 +131,10 @@ def test_e2e_geometry_backend(listener, tmp_path):
     gt = load_motorcycle()
     name = "e2e_geometry_node"
     save_dir = tmp_path / "saved"
+    # metric scale from the "robot's" odometry: the player publishes the rig's true camera poses
     rx = run_node_and_player(listener, tmp_path, name, {
-        "predictor": "geometry", "metric_baseline_m": MOTORCYCLE_BASELINE_M, "publish_preview": True,
-        "save_dir": str(save_dir)}, True, services=("save_ply", "reset"))
+        "predictor": "geometry", "scale_odometry_topic": "/robot_odom", "publish_preview": True,
+        "save_dir": str(save_dir)}, True, services=("save_ply", "reset"), player_args=("--odometry", "/robot_odom"))
     s0, s1 = gt.left.stamp_ns, gt.right.stamp_ns
 
     cloud = rx.cloud[-1]
@@ -154,7 +155,7 @@ def test_e2e_geometry_backend(listener, tmp_path):
     tr, ro = pair.t_cam0_from_cam1.translation, pair.t_cam0_from_cam1.rotation
     T = translation_quat_xyzw_to_T(np.array([tr.x, tr.y, tr.z]), np.array([ro.x, ro.y, ro.z, ro.w]))
     assert is_rigid(T)
-    # the true motion: +x by the rig baseline (metric because the baseline is configured)
+    # the true motion: +x by the rig baseline (metric: the odometry measured the camera's motion)
     assert direction_angle_deg(T[:3, 3], gt.T_cam0_from_cam1[:3, 3]) < 5.0
     assert np.linalg.norm(T[:3, 3]) == pytest.approx(MOTORCYCLE_BASELINE_M, rel=1e-3)
     cov = np.asarray(pair.covariance).reshape(6, 6)

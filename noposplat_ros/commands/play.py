@@ -34,6 +34,7 @@ class PlayFrame:
     stamp_ns: int
     d: np.ndarray | None = None
     distortion_model: str = "plumb_bob"
+    T_odom_from_cam: np.ndarray | None = None  # (4, 4) true camera pose, when the source knows it
 
 
 @dataclasses.dataclass
@@ -67,7 +68,8 @@ def motorcycle_frames() -> list[PlayFrame]:
     from noposplat_ros.datasets import load_motorcycle
 
     gt = load_motorcycle()
-    return [PlayFrame(f.rgb, f.K, f.stamp_ns) for f in (gt.left, gt.right)]
+    return [PlayFrame(gt.left.rgb, gt.left.K, gt.left.stamp_ns, T_odom_from_cam=np.eye(4)),
+            PlayFrame(gt.right.rgb, gt.right.K, gt.right.stamp_ns, T_odom_from_cam=gt.T_cam0_from_cam1)]
 
 
 def folder_frames(folder: str | pathlib.Path, calibration: str, rate_hz: float) -> Iterator[PlayFrame]:
@@ -143,6 +145,21 @@ def frames_from_args(args: argparse.Namespace) -> Iterator[PlayFrame]:
     return iter(motorcycle_frames())
 
 
+def _odometry_msg(T_odom_from_cam: np.ndarray, stamp_ns: int, frame_id: str):
+    from nav_msgs.msg import Odometry
+
+    from noposplat_ros.ros.conversions import ns_to_time
+    from noposplat_ros.transforms import T_to_translation_quat_xyzw
+
+    t, q = T_to_translation_quat_xyzw(T_odom_from_cam)
+    msg = Odometry()
+    msg.header.stamp, msg.header.frame_id, msg.child_frame_id = ns_to_time(stamp_ns), "odom", frame_id
+    p, o = msg.pose.pose.position, msg.pose.pose.orientation
+    p.x, p.y, p.z = (float(v) for v in t)
+    o.x, o.y, o.z, o.w = (float(v) for v in q)
+    return msg
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--images", metavar="DIR", help="folder of images (sorted by name)")
@@ -155,6 +172,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", type=int, default=1, help="play the source this many times (stamps keep increasing)")
     p.add_argument("--frame-id", default="camera_optical_frame", help="header.frame_id (the optical frame)")
     p.add_argument("--compressed", action="store_true", help="publish sensor_msgs/CompressedImage (PNG) on image/compressed")
+    p.add_argument("--odometry", metavar="TOPIC", help="also publish the true camera poses (nav_msgs/Odometry, "
+                   "odom -> the camera frame) on TOPIC, like a robot's odometry; only sources that know "
+                   "them (the Motorcycle rig)")
     p.add_argument("--restamp", action="store_true", help="stamp with the wall clock instead of the source stamps")
     p.add_argument("--wait-subscribers", type=float, default=30.0, metavar="S",
                    help="wait up to S seconds for a subscriber on both topics before publishing (0: don't wait)")
@@ -183,12 +203,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         img_pub = node.create_publisher(Image, "image", qos)
     info_pub = node.create_publisher(CameraInfo, "camera_info", qos)
+    odom_pub = None
+    if args.odometry:
+        if any(f.T_odom_from_cam is None for f in frames):
+            print("play: --odometry needs a source with known camera poses (the Motorcycle pair)", file=sys.stderr)
+            rclpy.try_shutdown()
+            return 2
+        from nav_msgs.msg import Odometry
+
+        odom_pub = node.create_publisher(Odometry, args.odometry, qos)
     log = node.get_logger()
     try:
         if args.wait_subscribers > 0:
             deadline = time.monotonic() + args.wait_subscribers
-            while (img_pub.get_subscription_count() < 1 or info_pub.get_subscription_count() < 1) \
-                    and time.monotonic() < deadline:
+            pubs = [img_pub, info_pub] + ([odom_pub] if odom_pub is not None else [])
+            while any(p.get_subscription_count() < 1 for p in pubs) and time.monotonic() < deadline:
                 rclpy.spin_once(node, timeout_sec=0.05)
             if img_pub.get_subscription_count() < 1:
                 log.error(f"no subscriber on {img_pub.topic_name} after {args.wait_subscribers:.0f} s; publishing anyway")
@@ -202,6 +231,8 @@ def run(args: argparse.Namespace) -> int:
                 t0 = time.monotonic()
                 stamp = node.get_clock().now().nanoseconds if args.restamp else f.stamp_ns + rep * span_ns
                 h, w = f.rgb.shape[:2]
+                if odom_pub is not None:
+                    odom_pub.publish(_odometry_msg(f.T_odom_from_cam, stamp, args.frame_id))
                 info_pub.publish(conv.camera_info_msg(f.K, w, h, stamp, args.frame_id, f.d, f.distortion_model))
                 time.sleep(0.01)  # camera_info first, so the node has it when the image arrives
                 if args.compressed:

@@ -355,7 +355,7 @@ def test_params_file_of_the_node(tmp_path, frames, capsys):
 # ------------------------------------------------------------------------------ metric scale from odometry
 
 
-def _bag_with_odometry(path, frames, seq, child_frame):
+def _bag_with_odometry(path, frames, seq, child_frame, static_edges=()):
     """Images + camera_info, plus the robot's odometry: the camera sits at the rig's left (x = 0) or
     right (x = baseline) position, as the Motorcycle sequence alternates between them."""
     from rosbags.rosbag2 import StoragePlugin, Writer
@@ -374,6 +374,18 @@ def _bag_with_odometry(path, frames, seq, child_frame):
             w.write(conns[c.topic], log_ns, raw)
         oc = w.add_connection("/robot/odom", "nav_msgs/msg/Odometry", typestore=ts)
         V = T["geometry_msgs/msg/Vector3"]
+        if static_edges:  # (parent, child, translation, rotation xyzw): the camera mount
+            sc = w.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=ts)
+            sec, nsec = divmod(frames[0].stamp_ns, 10**9)
+            stamp = T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec)
+            tfm = T["tf2_msgs/msg/TFMessage"](transforms=[
+                T["geometry_msgs/msg/TransformStamped"](
+                    header=T["std_msgs/msg/Header"](stamp=stamp, frame_id=parent), child_frame_id=child,
+                    transform=T["geometry_msgs/msg/Transform"](
+                        translation=V(x=t[0], y=t[1], z=t[2]),
+                        rotation=T["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3])))
+                for parent, child, t, q in static_edges])
+            w.write(sc, frames[0].stamp_ns - 1, ts.serialize_cdr(tfm, "tf2_msgs/msg/TFMessage"))
         for i, f in enumerate(frames):
             x = MOTORCYCLE_BASELINE_M if (i // seq.frames_per_view) % 2 == 1 else 0.0
             sec, nsec = divmod(f.stamp_ns, 10**9)
@@ -435,3 +447,15 @@ def test_odometry_of_another_frame_needs_the_mount(tmp_path):
     assert summary["rejected"]["scale_odometry_missing"] == len(pairs)
     rc = cli_main(["process-bag", str(tmp_path / "in"), str(tmp_path / "out2"), "--scale-odometry-topic", "/nope"])
     assert rc == 1
+    # with the mount on /tf_static (base_link -> camera_link -> optical frame, REP 103 axes) it is metric
+    mount = [("base_link", "camera_link", (0.2, 0.0, 0.5), (0.0, 0.0, 0.0, 1.0)),
+             ("camera_link", frames[0].frame_id, (0.0, 0.0, 0.0), (-0.5, 0.5, -0.5, 0.5))]
+    (tmp_path / "m").mkdir()
+    baseline_m = _bag_with_odometry(tmp_path / "m", frames, seq, child_frame="base_link", static_edges=mount)
+    assert cli_main(["process-bag", str(tmp_path / "m" / "in"), str(tmp_path / "m" / "out"), "--predictor", "geometry",
+                     "--scale-odometry-topic", "/robot/odom"]) == 0
+    _, msgs = _read_output(tmp_path / "m" / "out" / "bag")
+    pairs = [m for _, m, _ in msgs[bag_io.SPLAT_PAIR_TOPIC]]
+    assert pairs and all(m.scale_kind == 2 for m in pairs)
+    t = pairs[0].t_cam0_from_cam1.translation
+    assert np.linalg.norm([t.x, t.y, t.z]) == pytest.approx(baseline_m, rel=1e-6)

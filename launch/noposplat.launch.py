@@ -11,7 +11,13 @@ from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+
+def _str(name: str) -> ParameterValue:
+    """A launch argument as a string parameter (an empty checkpoint must stay "", not become None)."""
+    return ParameterValue(LaunchConfiguration(name), value_type=str)
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -42,12 +48,12 @@ def generate_launch_description() -> LaunchDescription:
         parameters=[
             LaunchConfiguration("params_file"),
             {
-                "image_transport": LaunchConfiguration("image_transport"),
-                "predictor": LaunchConfiguration("predictor"),
-                "checkpoint": LaunchConfiguration("checkpoint"),
+                "image_transport": _str("image_transport"),
+                "predictor": _str("predictor"),
+                "checkpoint": _str("checkpoint"),
                 "publish_tf": LaunchConfiguration("publish_tf"),
-                "base_frame": LaunchConfiguration("base_frame"),
-                "odom_frame": LaunchConfiguration("odom_frame"),
+                "base_frame": _str("base_frame"),
+                "odom_frame": _str("odom_frame"),
                 "use_sim_time": LaunchConfiguration("use_sim_time"),
             },
         ],

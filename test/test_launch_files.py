@@ -102,7 +102,14 @@ def test_launch_py_names_real_executables_and_parameters(declared_params):
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
     declared_args = {ast.literal_eval(c.args[0]) for c in calls
                      if getattr(c.func, "id", "") == "DeclareLaunchArgument"}
-    used_args = {ast.literal_eval(c.args[0]) for c in calls if getattr(c.func, "id", "") == "LaunchConfiguration"}
+    # LaunchConfiguration("x") directly, or through a local helper that wraps LaunchConfiguration(arg)
+    wrappers = {"LaunchConfiguration"} | {
+        f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and any(
+            isinstance(n, ast.Call) and getattr(n.func, "id", "") == "LaunchConfiguration" for n in ast.walk(f))
+        and f.name != "generate_launch_description"}
+    used_args = {ast.literal_eval(c.args[0]) for c in calls if getattr(c.func, "id", "") in wrappers
+                 and c.args and isinstance(c.args[0], ast.Constant)}
+    assert {"checkpoint", "image", "camera_info", "params_file"} <= used_args
     assert used_args <= declared_args, f"undeclared launch arguments: {used_args - declared_args}"
     nodes = [c for c in calls if getattr(c.func, "id", "") in ("Node", "LifecycleNode")]
     ours = [c for c in nodes if ast.literal_eval(_kw(c)["package"]) == package_name()]

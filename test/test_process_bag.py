@@ -459,3 +459,29 @@ def test_odometry_of_another_frame_needs_the_mount(tmp_path):
     assert pairs and all(m.scale_kind == 2 for m in pairs)
     t = pairs[0].t_cam0_from_cam1.translation
     assert np.linalg.norm([t.x, t.y, t.z]) == pytest.approx(baseline_m, rel=1e-6)
+
+
+def test_outputs_in_the_robot_base_frame(tmp_path):
+    """--base-frame: odometry and tf of base_link in odom, through the mount on the bag's /tf_static."""
+    seq = MotorcycleSequence(scale=0.5, frames_per_view=4)
+    frames = seq.frames(6)
+    cam = frames[0].frame_id
+    # camera 0.5 m above base_link, optical axes (z forward = base x, x right = base -y)
+    mount = [("base_link", cam, (0.0, 0.0, 0.5), (-0.5, 0.5, -0.5, 0.5))]
+    _bag_with_odometry(tmp_path, frames, seq, child_frame=cam, static_edges=mount)
+    assert cli_main(["process-bag", str(tmp_path / "in"), str(tmp_path / "out"), "--predictor", "geometry",
+                     "--base-frame", "base_link", "--metric-baseline-m", "0.193"]) == 0
+    _, msgs = _read_output(tmp_path / "out" / "bag")
+    odo = [m for _, m, _ in msgs[bag_io.ODOMETRY_TOPIC]]
+    assert odo and all(m.child_frame_id == "base_link" and m.header.frame_id == "odom" for m in odo)
+    tf_children = {t.child_frame_id for _, m, _ in msgs[bag_io.TF_TOPIC] for t in m.transforms}
+    assert tf_children == {"base_link"}
+    # the camera moved +x (right) in optical axes = -y of the base; the base starts at the odom origin
+    p = odo[0].pose.pose.position
+    assert p.y == pytest.approx(-0.193, abs=0.03) and abs(p.x) < 0.03 and abs(p.z) < 0.03
+    # without the mount: no odometry / tf, a fault per pair
+    assert cli_main(["process-bag", str(tmp_path / "imgs"), str(tmp_path / "out2"), "--predictor", "geometry",
+                     "--base-frame", "base_link", "--no-tf"]) == 0
+    summary = json.loads((tmp_path / "out2" / "summary.json").read_text())
+    assert summary["output_counts"][bag_io.ODOMETRY_TOPIC] == 0 and summary["output_counts"][bag_io.TF_TOPIC] == 0
+    assert summary["rejected"]["extrinsic_missing"] == summary["pairs"] > 0

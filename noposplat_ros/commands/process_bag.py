@@ -68,7 +68,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--include-sh", action="store_true", default=None, help="add higher-order SH to the splat clouds")
     p.add_argument("--min-opacity", type=float, default=None, help="drop splats below this opacity from the clouds")
     p.add_argument("--odom-frame", default=None, help="parent frame of /tf and odometry (default odom)")
-    p.add_argument("--base-frame", default=None, help="child frame of /tf and odometry (default: the camera frame)")
+    p.add_argument("--base-frame", default=None,
+                   help="child frame of /tf and odometry (default: the camera frame); its mount to the camera is "
+                        "read from the bag's /tf_static")
+    p.add_argument("--no-tf", dest="publish_tf", action="store_const", const=False, default=None,
+                   help="do not write /tf (as the node's publish_tf: false); odometry is still written")
     p.add_argument("--no-ply", action="store_true", help="do not write PLY files")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many image messages")
     p.add_argument("--progress-interval-s", type=float, default=None,
@@ -237,7 +241,7 @@ def _pipeline_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         "metric_baseline_m": args.metric_baseline_m, "include_sh": args.include_sh,
         "min_opacity": args.min_opacity, "odom_frame": args.odom_frame, "base_frame": args.base_frame,
         "scale_odometry_topic": args.scale_odometry_topic, "scale_odometry_max_gap_s": args.scale_odometry_max_gap_s,
-        "scale_odometry_min_m": args.scale_odometry_min_m,
+        "scale_odometry_min_m": args.scale_odometry_min_m, "publish_tf": args.publish_tf,
     }
     p.update({k: v for k, v in flags.items() if v is not None})
     for item in args.keyframe:
@@ -271,10 +275,40 @@ def _pipeline_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         "scale_odometry_topic": str(p.get("scale_odometry_topic") or ""),
         "scale_odometry_max_gap_s": float(p.get("scale_odometry_max_gap_s", 0.5)),
         "scale_odometry_min_m": float(p.get("scale_odometry_min_m", 0.02)),
+        "publish_tf": bool(p.get("publish_tf", True)),
     }
     if not 0 < frames["scale_odometry_max_gap_s"] <= 10.0:
         raise ValueError(f"scale_odometry_max_gap_s must be in (0, 10], got {frames['scale_odometry_max_gap_s']}")
     return cfg, frames
+
+
+class _StaticTf:
+    """Static transforms from the bag's ``/tf_static`` (the node keeps the same from its subscription)."""
+
+    def __init__(self) -> None:
+        self.edges: dict[str, tuple[str, Any]] = {}  # child -> (parent, T_parent_from_child)
+
+    def on_msg(self, msg: Any) -> None:
+        from noposplat_ros.transforms import translation_quat_xyzw_to_T
+
+        for tr in msg.transforms:
+            t, r = tr.transform.translation, tr.transform.rotation
+            self.edges[tr.child_frame_id] = (
+                tr.header.frame_id, translation_quat_xyzw_to_T([t.x, t.y, t.z], [r.x, r.y, r.z, r.w]))
+
+    def T_base_from_cam(self, base: str, cam: str) -> Any:
+        """(4, 4) T_base_from_cam composed from ``cam`` up to ``base``; None when ``base`` is not above ``cam``."""
+        import numpy as np
+
+        T, frame = np.eye(4), cam
+        for _ in range(64):  # a tf tree is shallow; guards against cycles
+            if frame == base:
+                return T
+            if frame not in self.edges:
+                return None
+            parent, T_parent_from_frame = self.edges[frame]
+            T, frame = np.asarray(T_parent_from_frame) @ T, parent
+        return None
 
 
 class _OdometryScale:
@@ -284,13 +318,13 @@ class _OdometryScale:
     frame <- camera frame) comes from the bag's ``/tf_static``.
     """
 
-    def __init__(self, topic: str, max_gap_s: float, min_m: float) -> None:
+    def __init__(self, topic: str, max_gap_s: float, min_m: float, static_tf: _StaticTf) -> None:
         from noposplat_ros.ros.odometry_buffer import OdometryBuffer  # plain NumPy, no rclpy
 
         self.topic, self.gap_ns, self.min_m = topic, int(max_gap_s * 1e9), float(min_m)
         self.buffer = OdometryBuffer()
         self.child_frame = ""
-        self.static_edges: dict[str, tuple[str, Any]] = {}  # child -> (parent, T_parent_from_child)
+        self.static_tf = static_tf
 
     def on_odometry(self, msg: Any) -> None:
         import numpy as np
@@ -301,34 +335,12 @@ class _OdometryScale:
         self.child_frame = msg.child_frame_id
         self.buffer.add(stamp_ns(msg.header), np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]))
 
-    def on_tf_static(self, msg: Any) -> None:
-        from noposplat_ros.transforms import translation_quat_xyzw_to_T
-
-        for tr in msg.transforms:
-            t, r = tr.transform.translation, tr.transform.rotation
-            self.static_edges[tr.child_frame_id] = (
-                tr.header.frame_id, translation_quat_xyzw_to_T([t.x, t.y, t.z], [r.x, r.y, r.z, r.w]))
-
-    def T_base_from_cam(self, base: str, cam: str) -> Any:
-        """Compose static edges from ``cam`` up to ``base``; None when ``base`` is not above ``cam``."""
-        import numpy as np
-
-        T, frame = np.eye(4), cam
-        for _ in range(64):  # a tf tree is shallow; guards against cycles
-            if frame == base:
-                return T
-            if frame not in self.static_edges:
-                return None
-            parent, T_parent_from_frame = self.static_edges[frame]
-            T, frame = np.asarray(T_parent_from_frame) @ T, parent
-        return None
-
     def baseline_m(self, pair: Any) -> tuple[float | None, str]:
         """(camera motion in metres between the keyframes or None, fault message if missing)."""
         cam, base = pair.kf0.frame_id, self.child_frame
         T_bc = None
         if base and base != cam:
-            T_bc = self.T_base_from_cam(base, cam)
+            T_bc = self.static_tf.T_base_from_cam(base, cam)
             if T_bc is None:
                 return None, f"no static transform {base} <- {cam} on /tf_static; pair not metric"
         baseline = self.buffer.camera_baseline_m(pair.kf0.stamp_ns, pair.kf1.stamp_ns, T_bc, self.gap_ns)
@@ -347,24 +359,22 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
     if args.max_frames is not None and args.max_frames <= 0:
         raise bag_io.BagError(f"--max-frames must be positive, got {args.max_frames}")
     cfg, shell = _pipeline_config(args)
-    if shell["base_frame"]:
-        # the node reads base_frame <- camera from /tf_static for its outputs; not done here yet
-        raise bag_io.BagError("base_frame is not supported by process-bag yet (its outputs use the camera frame)")
     stats = RunStats()
     with bag_io.InputBag(input_path) as bag:
         bag_topics = bag.topics()
         topics = bag_io.select_topics(bag_topics, args.image_topic, args.camera_info_topic)
         read = [topics.image, topics.camera_info]
+        static_tf = _StaticTf()
+        if bag_topics.get("/tf_static", ("", 0))[0] == "tf2_msgs/msg/TFMessage":
+            read.append("/tf_static")
         odom: _OdometryScale | None = None
         if shell["scale_odometry_topic"]:
             name = shell["scale_odometry_topic"]
             if bag_topics.get(name, ("", 0))[0] != "nav_msgs/msg/Odometry":
                 found = bag_topics[name][0] if name in bag_topics else "not in the bag"
                 raise bag_io.BagError(f"scale odometry topic {name}: {found} (needs nav_msgs/msg/Odometry)")
-            odom = _OdometryScale(name, shell["scale_odometry_max_gap_s"], shell["scale_odometry_min_m"])
+            odom = _OdometryScale(name, shell["scale_odometry_max_gap_s"], shell["scale_odometry_min_m"], static_tf)
             read.append(name)
-            if bag_topics.get("/tf_static", ("", 0))[0] == "tf2_msgs/msg/TFMessage":
-                read.append("/tf_static")
         from noposplat_ros.pipeline import Pipeline
 
         if output.exists() and not args.overwrite:  # fail before the (slow) predictor load
@@ -374,7 +384,6 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
         except Exception as exc:  # noqa: BLE001 - checkpoint/predictor load errors of any kind: one line
             raise bag_io.BagError(f"cannot load the {cfg.resolved_backend()} predictor: {' '.join(str(exc).split())}") from exc
         prepare_output_dir(output, input_path, args.overwrite)
-        frames_cfg = OutputFrames(odom_frame=shell["odom_frame"])
         out_bag: Any = None
         pending: list[Any] = []  # pairs waiting for odometry past keyframe 1's stamp (as the node waits)
         ply_dir = output / PLY_DIR
@@ -388,8 +397,12 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
             result = pipeline.process(pair, odom_baseline_m=baseline)
             stats.pairs += 1
             stats.pairs_lost += not result.ok
+            frames_cfg = output_frames(result.frame_id)
             # keyframe 0's transform too (as the node): repeats of a written stamp are dropped
-            bag_io.write_pair_outputs(out_bag, build_outputs(result, frames_cfg, first_pair=True))
+            outs = build_outputs(result, frames_cfg or OutputFrames(publish_tf=False), first_pair=True)
+            if frames_cfg is None:  # no mount: as the node, no odometry / tf for this pair
+                outs.odometry = None
+            bag_io.write_pair_outputs(out_bag, outs)
             if result.gaussians is not None and result.gaussians.num > 0 and not args.no_ply:
                 from noposplat_ros.io.ply import write_ply
 
@@ -397,6 +410,18 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
                 suffix = "" if result.ok else "_lost"  # LOST: splats in predictor units, pose untrusted
                 write_ply(ply_dir / f"pair_{result.index:06d}_{result.stamp0_ns}{suffix}.ply", result.gaussians)
                 stats.ply_files += 1
+
+        def output_frames(camera_frame: str) -> Any:
+            """As the node's _output_frames: None (and a fault) when base_frame has no mount."""
+            base = shell["base_frame"]
+            T_base_from_cam = None
+            if base and base != camera_frame:
+                T_base_from_cam = static_tf.T_base_from_cam(base, camera_frame)
+                if T_base_from_cam is None:
+                    source.faults["extrinsic_missing"] += 1
+                    return None
+            return OutputFrames(odom_frame=shell["odom_frame"], base_frame=base, T_base_from_cam=T_base_from_cam,
+                                publish_tf=shell["publish_tf"])
 
         def flush(until_log_ns: int | None = None) -> None:
             while pending and (until_log_ns is None or pending[0].kf1.stamp_ns + odom.gap_ns < until_log_ns):
@@ -422,8 +447,8 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
                     source.camera_info(msg)
                 elif odom is not None and topic == odom.topic:
                     odom.on_odometry(msg)
-                elif topic == "/tf_static" and odom is not None:
-                    odom.on_tf_static(msg)
+                elif topic == "/tf_static":
+                    static_tf.on_msg(msg)
                 else:
                     if args.max_frames is not None and stats.frames >= args.max_frames:
                         break

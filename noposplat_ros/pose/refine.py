@@ -49,6 +49,10 @@ class RefineConfig:
     coarse_subsample: at a level with factor f > 1, render every (f^2)-th Gaussian with its standard
       deviations multiplied by f (a coarser splat set for a coarser image): the cost of a render scales
       with the number of Gaussians, not pixels, because every splat covers at least ~5x5 px.
+    jacobian: how gn/lm get the (pixels x 6) Jacobian: "forward" (forward-mode autodiff, exact; needs a
+      renderer with forward-mode support: the CPU rasterizer), "central" (central differences, 12
+      renders without autograd: works with gsplat, whose CUDA kernels have no forward mode) or "auto"
+      (forward on CPU, central on CUDA). fd_step: twist step of the central differences (rad / units).
     max_gaussians: keep only the most opaque ones above this count (None = all).
     near_m: near cull for the renderer.
     """
@@ -66,6 +70,8 @@ class RefineConfig:
     mask_min_alpha: float = 0.0
     coverage_target: bool = True
     coarse_subsample: bool = True
+    jacobian: str = "auto"
+    fd_step: float = 1e-4
     max_gaussians: int | None = None
     near_m: float = DEFAULT_NEAR_M
 
@@ -74,6 +80,8 @@ class RefineConfig:
             raise ValueError(f"RefineConfig.method must be gn, lm or adam, got {self.method!r}")
         if not self.levels or any(int(s) < 1 for s in self.levels):
             raise ValueError(f"RefineConfig.levels must be factors >= 1, got {self.levels}")
+        if self.jacobian not in ("auto", "forward", "central"):
+            raise ValueError(f"RefineConfig.jacobian must be auto, forward or central, got {self.jacobian!r}")
         if self.steps_per_level < 0:
             raise ValueError("RefineConfig.steps_per_level must be >= 0")
 
@@ -209,6 +217,24 @@ def _baseline(w2c: torch.Tensor) -> float:
     return float(torch.linalg.norm(w2c[:3, 3]))
 
 
+def _use_forward_mode(cfg: RefineConfig, device: torch.device) -> bool:
+    if cfg.jacobian == "auto":
+        return device.type != "cuda"
+    return cfg.jacobian == "forward"
+
+
+def _central_jacobian(p: "_Problem", w2c: torch.Tensor, h: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixels x 6) Jacobian by central differences of the residual, and the residual at 0."""
+    cols = []
+    with torch.no_grad():
+        r0 = p.residual(torch.zeros(6, dtype=w2c.dtype, device=w2c.device), w2c)
+        for i in range(6):
+            e = torch.zeros(6, dtype=w2c.dtype, device=w2c.device)
+            e[i] = h
+            cols.append((p.residual(e, w2c).double() - p.residual(-e, w2c).double()) / (2 * h))
+    return torch.stack(cols, dim=1), r0
+
+
 def _lm_level(p: _Problem, w2c: torch.Tensor, cfg: RefineConfig, history: list | None = None) -> tuple[torch.Tensor, int, bool, float, float]:
     """Levenberg-Marquardt steps on one level -> (w2c, steps, converged, cost_start, cost_end)."""
     lam = 1e-9 if cfg.method == "gn" else cfg.lm_lambda0
@@ -222,8 +248,11 @@ def _lm_level(p: _Problem, w2c: torch.Tensor, cfg: RefineConfig, history: list |
             r = p.residual(xi, w2c)
             return r, r
 
-        # Six tangents batched through one forward-mode pass: the (pixels x 6) Jacobian and the residual.
-        J, r0 = torch.func.jacfwd(f, has_aux=True)(zero)
+        if _use_forward_mode(cfg, w2c.device):
+            # Six tangents batched through one forward-mode pass: the (pixels x 6) Jacobian and the residual.
+            J, r0 = torch.func.jacfwd(f, has_aux=True)(zero)
+        else:
+            J, r0 = _central_jacobian(p, w2c, cfg.fd_step)
         steps += 1
         J = J.double()
         r0 = r0.double()

@@ -135,9 +135,10 @@ def main() -> None:
     )
 
     methods = {
-        "ours lm (4,2,1)x4": lambda T0: refine_pose(gs, img1, K1, T0, RefineConfig(method="lm", levels=(4, 2, 1), steps_per_level=4)),
-        "ours lm (4,2)x4": lambda T0: refine_pose(gs, img1, K1, T0, RefineConfig(method="lm", levels=(4, 2), steps_per_level=4)),
-        "ours adam (4,2,1)x20": lambda T0: refine_pose(gs, img1, K1, T0, RefineConfig(method="adam", levels=(4, 2, 1), steps_per_level=20)),
+        "ours default: hybrid adam 20 @1/4 + lm 3 @1/2": lambda T0: refine_pose(gs, img1, K1, T0, RefineConfig()),
+        "ours hybrid adam 20,20 + lm 3 @1": lambda T0: refine_pose(gs, img1, K1, T0, RefineConfig(levels=(4, 2, 1))),
+        "ours lm only (4,2) x4": lambda T0: refine_pose(gs, img1, K1, T0, RefineConfig(method="lm", levels=(4, 2), steps_per_level=4)),
+        "ours adam only (4,2) x30,15": lambda T0: refine_pose(gs, img1, K1, T0, RefineConfig(method="adam", levels=(4, 2), level_steps=(30, 15))),
         f"official adam {a.official_steps} (MSE+SSIM, our renderer)": lambda T0: refine_pose_official(gs, img1, K1, T0, steps=a.official_steps),
     }
     rng = np.random.default_rng(0)
@@ -145,7 +146,7 @@ def main() -> None:
     r0 = statistics.median(rotation_error_deg(T, T_true) for T in starts)
     t0e = statistics.median(translation_direction_error_deg(T, T_true) for T in starts)
     print(f"refinement starts: rotation err {r0:.2f} deg, translation-direction err {t0e:.2f} deg (median)")
-    print(f"{'method':48s} {'time/pair':>10s} {'rot err':>9s} {'t-dir err':>9s} {'steps':>6s}")
+    print(f"{'method':52s} {'time/pair':>10s} {'rot err':>9s} {'t-dir err':>9s} {'steps':>6s}")
     results = {}
     for name, fn in methods.items():
         n = a.official_trials if name.startswith("official") else a.trials
@@ -165,7 +166,7 @@ def main() -> None:
             steps.append(info.steps)
         results[name] = statistics.median(times)
         print(
-            f"{name:48s} {statistics.median(times):9.2f}s {statistics.median(rerr):8.4f}° "
+            f"{name:52s} {statistics.median(times):9.2f}s {statistics.median(rerr):8.4f}° "
             f"{statistics.median(terr):8.3f}° {statistics.median(steps):6.0f}   (n={n})"
         )
     off = [k for k in results if k.startswith("official")]

@@ -63,7 +63,10 @@ class RefineConfig:
     jacobian: how gn/lm get the (pixels x 6) Jacobian: "forward" (forward-mode autodiff, exact; needs a
       renderer with forward-mode support: the CPU rasterizer), "central" (central differences, 12
       renders without autograd: works with gsplat, whose CUDA kernels have no forward mode) or "auto"
-      (forward on CPU, central on CUDA). fd_step: twist step of the central differences (rad / units).
+      (forward on CPU, central on CUDA). fd_step_px: central-difference step as an image motion in
+      pixels of the level (rotation fd_step_px / fx, translation fd_step_px * median depth / fx): large
+      enough to average over the renderer's small discontinuities (1/255 cut-off, depth-order swaps),
+      which make tiny steps noisy.
     max_gaussians: keep only the most opaque ones above this count (None = all).
     near_m: near cull for the renderer.
     """
@@ -86,7 +89,7 @@ class RefineConfig:
     coverage_penalty: float = 0.1
     coarse_subsample: bool = True
     jacobian: str = "auto"
-    fd_step: float = 1e-4
+    fd_step_px: float = 0.3
     max_gaussians: int | None = None
     near_m: float = DEFAULT_NEAR_M
 
@@ -246,12 +249,18 @@ def _use_forward_mode(cfg: RefineConfig, device: torch.device) -> bool:
     return cfg.jacobian == "forward"
 
 
-def _central_jacobian(p: "_Problem", w2c: torch.Tensor, h: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _central_jacobian(p: "_Problem", w2c: torch.Tensor, step_px: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(pixels x 6) Jacobian by central differences of the residual, and the residual at 0."""
     cols = []
     with torch.no_grad():
+        fx = float(p.K[0, 0])
+        z = (p.g.means.double() @ w2c[:3, :3].T + w2c[:3, 3])[:, 2]
+        z_med = float(z[z > 0].median()) if bool((z > 0).any()) else 1.0
+        h_rot = step_px / fx
+        h_tr = step_px * z_med / fx
         r0 = p.residual(torch.zeros(6, dtype=w2c.dtype, device=w2c.device), w2c)
         for i in range(6):
+            h = h_tr if i < 3 else h_rot
             e = torch.zeros(6, dtype=w2c.dtype, device=w2c.device)
             e[i] = h
             cols.append((p.residual(e, w2c).double() - p.residual(-e, w2c).double()) / (2 * h))
@@ -275,7 +284,7 @@ def _lm_level(p: _Problem, w2c: torch.Tensor, cfg: RefineConfig, history: list |
             # Six tangents batched through one forward-mode pass: the (pixels x 6) Jacobian and the residual.
             J, r0 = torch.func.jacfwd(f, has_aux=True)(zero)
         else:
-            J, r0 = _central_jacobian(p, w2c, cfg.fd_step)
+            J, r0 = _central_jacobian(p, w2c, cfg.fd_step_px)
         steps += 1
         J = J.double()
         r0 = r0.double()

@@ -332,7 +332,7 @@ def _adam_level(
     p: _Problem, w2c: torch.Tensor, steps: int, lr: float, ssim_weight: float
 ) -> tuple[torch.Tensor, int, float]:
     """Official-style Adam steps on one level -> (w2c, steps, MSE of the first render)."""
-    xi = torch.zeros(6, dtype=p.g.means.dtype, requires_grad=True)
+    xi = torch.zeros(6, dtype=p.g.means.dtype, device=p.g.means.device, requires_grad=True)
     # Two parameter groups like the official code (rotation and translation deltas), same lr.
     opt = torch.optim.Adam([{"params": [xi], "lr": lr}])
     w2c_f = w2c

@@ -20,7 +20,6 @@ half extent (3DGS-style). Differences are listed in docs/readme_pose_render.md.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
@@ -30,17 +29,6 @@ ALPHA_MAX = 0.99
 ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4
 LOWPASS_PX2 = 0.3
-
-
-@dataclasses.dataclass
-class Projected:
-    """Per-Gaussian 2D quantities (M = number kept after culling); ``index`` maps back to the input."""
-
-    index: torch.Tensor  # (M,) long
-    mean2d: torch.Tensor  # (M, 2) px
-    conic: torch.Tensor  # (M, 3) (a, b, c) of the inverse 2D covariance
-    cov2d: torch.Tensor  # (M, 3) (xx, xy, yy)
-    depth: torch.Tensor  # (M,) camera-space z
 
 
 def project(

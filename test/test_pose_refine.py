@@ -39,10 +39,10 @@ def scene():
 @pytest.mark.parametrize(
     "cfg",
     [
-        RefineConfig(levels=(2, 1)),  # hybrid (the default levels are meant for 256 px images)
-        RefineConfig(method="lm", levels=(2, 1), steps_per_level=5, jacobian="forward"),
-        RefineConfig(method="lm", levels=(2, 1), steps_per_level=5, jacobian="central"),
-        RefineConfig(method="adam", levels=(2, 1), adam_steps_per_level=40, adam_lr=0.01),
+        RefineConfig(levels=(2, 1), adam_steps_per_level=15),  # hybrid (default levels suit 256 px images)
+        RefineConfig(method="lm", levels=(2, 1), steps_per_level=4, jacobian="forward"),
+        RefineConfig(method="lm", levels=(2, 1), steps_per_level=4, jacobian="central"),
+        RefineConfig(method="adam", levels=(2, 1), adam_steps_per_level=30, adam_lr=0.01),
     ],
     ids=["hybrid", "lm-forward", "lm-central", "adam"],
 )

@@ -172,6 +172,25 @@ def test_bad_inputs_raise_clear_errors():
         render(gs, np.eye(3), torch.eye(3), 4, 4)
     with pytest.raises(ValueError, match="backend"):
         render(gs, np.eye(3), torch.eye(4), 4, 4, backend="opengl")
+    with pytest.raises(ValueError, match="CUDA"):
+        render(gs, np.eye(3), torch.eye(4), 4, 4, backend="gsplat")
+    with pytest.raises(ValueError, match="size"):
+        render(gs, np.eye(3), torch.eye(4), 0, 4)
+
+
+def test_sh_degree_is_capped_at_3_and_band_4_ignored():
+    gs = random_scene(30, 4, sh_degree=4)
+    K = np.array([[20.0, 0, 8], [0, 20.0, 6], [0, 0, 1]])
+    T = torch.eye(4, dtype=torch.float64)
+    a = render(gs, K, T, 12, 16)
+    gs.harmonics[..., 16:] = torch.randn_like(gs.harmonics[..., 16:])  # band 4 changes nothing
+    b = render(gs, K, T, 12, 16)
+    torch.testing.assert_close(a.rgb, b.rgb, rtol=0, atol=0)
+    gs.harmonics[..., 9:16] += 0.5  # band 3 does change the image
+    c = render(gs, K, T, 12, 16)
+    assert (c.rgb - a.rgb).abs().max() > 1e-3
+    d = render(gs, K, T, 12, 16, sh_degree=0)
+    assert (d.rgb - a.rgb).abs().max() > 1e-3
 
 
 def test_empty_view_renders_background():

@@ -29,12 +29,11 @@ def render_gsplat(
     near_m: float,
 ):
     """gaussians on CUDA; K (3, 3), T (4, 4) on the same device. Returns RenderOutput."""
+    if gaussians.means.device.type != "cuda":
+        raise ValueError("render: the gsplat backend needs CUDA tensors (use backend='cpu')")
     from gsplat import rasterization  # CUDA JIT build at first use
 
     from noposplat_ros.render import RenderOutput
-
-    if gaussians.means.device.type != "cuda":
-        raise ValueError("render: the gsplat backend needs CUDA tensors (use backend='cpu')")
     K_g = K.clone()
     K_g[0, 2] = K[0, 2] + 0.5
     K_g[1, 2] = K[1, 2] + 0.5

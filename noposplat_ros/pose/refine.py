@@ -3,13 +3,14 @@
 Parameterisation and update follow the official code (spec §11): a twist [rho; omega] at zero,
 ``w2c <- Exp([rho; omega]) @ w2c`` with w2c = T_cam1_from_cam0, the deltas reset after every step.
 
-Two families:
+Methods:
 - ``method="hybrid"`` (default): Adam (the official update) on the coarse levels, whose wide basin
   measured more robust than Gauss-Newton from 2-3 degree starts, then a few LM steps at the finest
   level, which converge much further than Adam for the same time (numbers in docs/readme_pose_render.md).
 - ``method="gn"`` / ``"lm"``: Levenberg-Marquardt on the photometric residual, coarse to
-  fine. The (pixels x 6) Jacobian comes from forward-mode autodiff (``torch.func.jacfwd``: six tangents
-  batched in one pass through the rasterizer), the 6x6 normal equations are solved in float64, a step is
+  fine. The (pixels x 6) Jacobian comes from forward-mode autodiff on the CPU rasterizer
+  (``torch.func.jacfwd``: six tangents batched in one pass) or from central differences with gsplat
+  (no forward mode in its CUDA kernels); the 6x6 normal equations are solved in float64, a step is
   accepted only if the cost drops (otherwise the damping grows). "gn" is the same with a tiny damping.
   Few steps (3-6 per level) at 1/4 and 1/2 resolution; early stop on the step size.
 - ``method="adam"``: the official optimiser (Adam, lr 0.005, deltas reset each step), optionally coarse

@@ -18,6 +18,16 @@ from noposplat_ros.render import render
 from noposplat_ros.render.from_depth import gaussians_from_depth
 from noposplat_ros.types import PoseStatus
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Run this module's small renders single-threaded: on a shared, loaded CI machine OpenMP barriers
+    between two threads made them 10-20x slower (measured); restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 F = 4  # downsampling factor of the test scene
 
 

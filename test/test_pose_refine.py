@@ -12,6 +12,16 @@ from noposplat_ros.pose.se3 import exp_se3_np
 from noposplat_ros.render import render
 from noposplat_ros.render.from_depth import gaussians_from_depth
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Run this module's small renders single-threaded: on a shared, loaded CI machine OpenMP barriers
+    between two threads made them 10-20x slower (measured); restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 H, W = 48, 64
 K = np.array([[40.0, 0, 31.5], [0, 40.0, 23.5], [0, 0, 1]])
 

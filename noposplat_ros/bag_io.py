@@ -28,8 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import numpy as np
-
+from noposplat_ros.input_gate import BACKWARDS_RESTART_COUNT, INPUT_FAULT_KINDS, InputGate, Rejected  # noqa: F401 (re-exported)
 from noposplat_ros.types import Frame
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -202,136 +201,55 @@ class InputBag:
             raise BagError(f"cannot read bag {self.path}: {_one_line(exc)}") from exc
 
 
-@dataclasses.dataclass(frozen=True)
-class Rejected:
-    """An image (or camera_info) message that did not become a Frame; kind: see :data:`REJECT_KINDS`."""
-
-    stamp_ns: int
-    kind: str
-    message: str
-
-
 # Rejection kinds: the node's /diagnostics fault names (ros/diagnostics.FAULT_KINDS) for the same
 # input problems. "camera_info_missing" counts frames here (the node counts timeouts instead).
-REJECT_KINDS = (
-    "unknown_encoding", "short_data", "decode_error", "bad_intrinsics", "size_change", "stamp_backwards",
-    "camera_info_missing",
-)
-# After this many consecutive backwards stamps the stream is taken as restarted (as the node does).
-BACKWARDS_RESTART_COUNT = 3
+REJECT_KINDS = INPUT_FAULT_KINDS
 
 
 class FrameSource:
     """Image + CameraInfo messages (rosbags objects; rclpy messages have the same fields) -> Frames,
-    with the live node's input rules, so a bag yields the Frames the node would have offered:
-
-    - the latest valid CameraInfo is used; an invalid one clears it (``bad_intrinsics``) and images
-      are dropped until a valid one arrives (``camera_info_missing``);
-    - undecodable images are dropped (``unknown_encoding``, ``short_data``, ``decode_error``);
-    - a size change restarts the keyframes (``size_change``, ``on_reset()`` is called);
-    - a stamp not after the previous one drops the frame (``stamp_backwards``); the third in a row
-      is taken as a restarted stream (bag loop): ``on_reset()`` and the frame is used.
-
-    Decoding and undistortion are the shared ``image_decode`` / ``camera_model`` modules. Mirrors
-    ``NoPoSplatNode._on_image/_handle_rgb`` (keep the two in step).
+    with the live node's input rules (``input_gate.InputGate``, shared with the node), so a bag
+    yields the Frames the node would have offered. ``on_reset()`` is called when the keyframes must
+    restart (size change, restarted stream); every fault, dropped frame or not, is counted in
+    ``faults`` (``camera_info_missing`` per dropped frame).
     """
 
     def __init__(self, on_reset: Callable[[], None] | None = None) -> None:
-        self.on_reset = on_reset
-        self.model: Any = None
-        self._key: bytes | None = None
-        self.last_info_error = ""
-        self._last_hw: tuple[int, int] | None = None
-        self._last_stamp_ns: int | None = None
-        self._backwards_run = 0
         self.faults: Counter[str] = Counter()  # kind -> count, every fault seen (dropped or not)
+        self.gate = InputGate(on_fault=self._count, on_reset=on_reset)
+
+    def _count(self, kind: str, message: str) -> None:
+        self.faults[kind] += 1
+
+    @property
+    def model(self) -> Any:
+        """The camera model of the latest valid CameraInfo (None: none, or the latest was invalid)."""
+        return self.gate.model
 
     def camera_info(self, msg: Any) -> Rejected | None:
-        from noposplat_ros.camera_model import CameraInfoError, CameraModel
-
         roi = msg.roi
-        try:
-            model = CameraModel.from_camera_info_fields(
-                width=msg.width, height=msg.height, distortion_model=msg.distortion_model, d=msg.d, k=msg.k,
-                r=msg.r, p=msg.p, binning_x=msg.binning_x, binning_y=msg.binning_y,
-                roi_x_offset=roi.x_offset, roi_y_offset=roi.y_offset, roi_width=roi.width,
-                roi_height=roi.height, roi_do_rectify=bool(roi.do_rectify),
-            )
-        except CameraInfoError as exc:
-            self.model, self._key, self.last_info_error = None, None, str(exc)
-            self.faults["bad_intrinsics"] += 1
-            return Rejected(stamp_ns(msg.header), "bad_intrinsics", f"camera_info rejected: {exc}")
-        key = model.calibration_key()
-        if key != self._key:  # keep the old model (and its cached undistortion maps) when unchanged
-            self.model, self._key = model, key
-        self.last_info_error = ""
-        return None
-
-    def _decode(self, msg: Any, msgtype: str) -> Any:
-        """-> (H, W, 3) uint8 RGB, or Rejected."""
-        from noposplat_ros import image_decode
-
-        ns = stamp_ns(msg.header)
-        if msgtype == COMPRESSED_TYPE:
-            try:
-                return image_decode.decode_compressed(msg.format, msg.data)
-            except image_decode.ImageDecodeError as exc:
-                unsupported = getattr(image_decode, "UnsupportedEncodingError", ())
-                kind = "unknown_encoding" if unsupported and isinstance(exc, unsupported) else "decode_error"
-                return Rejected(ns, kind, f"cannot decode compressed image: {exc}")
-        enc = msg.encoding
-        supported = image_decode.SUPPORTED_ENCODINGS
-        if enc not in supported and enc.lower() not in supported and enc.upper() not in supported:
-            return Rejected(ns, "unknown_encoding", f"image encoding {enc!r} is not supported")
-        need = int(msg.height) * int(msg.step)
-        if len(msg.data) < need:
-            return Rejected(ns, "short_data", f"image data has {len(msg.data)} bytes, expected {need}")
-        try:
-            return image_decode.decode_image(enc, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
-        except image_decode.ImageDecodeError as exc:
-            return Rejected(ns, "decode_error", f"cannot decode image: {exc}")
-
-    def _reset(self) -> None:
-        self._last_stamp_ns = None
-        if self.on_reset is not None:
-            self.on_reset()
-
-    def image(self, msg: Any, msgtype: str) -> Frame | Rejected:
-        """A Frame, or Rejected when the frame is dropped. Faults are also counted in ``faults``
-        (a size change or a restart keeps the frame but counts a fault)."""
-        out = self._image(msg, msgtype)
-        if isinstance(out, Rejected):
-            self.faults[out.kind] += 1
+        fields = dict(
+            width=msg.width, height=msg.height, distortion_model=msg.distortion_model, d=msg.d, k=msg.k,
+            r=msg.r, p=msg.p, binning_x=msg.binning_x, binning_y=msg.binning_y,
+            roi_x_offset=roi.x_offset, roi_y_offset=roi.y_offset, roi_width=roi.width,
+            roi_height=roi.height, roi_do_rectify=bool(roi.do_rectify),
+        )
+        out = self.gate.camera_info(fields, stamp_ns(msg.header))
+        if out is not None:
+            self._count(out.kind, out.message)
         return out
 
-    def _image(self, msg: Any, msgtype: str) -> Frame | Rejected:
-        from noposplat_ros.camera_model import CameraInfoError
-
-        ns = stamp_ns(msg.header)
-        rgb = self._decode(msg, msgtype)
-        if isinstance(rgb, Rejected):
-            return rgb
-        if self.model is None:
-            why = f"invalid camera_info: {self.last_info_error}" if self.last_info_error else "no camera_info yet"
-            return Rejected(ns, "camera_info_missing", why)
-        hw = (int(rgb.shape[0]), int(rgb.shape[1]))
-        if self._last_hw is not None and hw != self._last_hw:
-            self.faults["size_change"] += 1  # counted; the frame goes on after the restart
-            self._reset()
-        self._last_hw = hw
-        if self._last_stamp_ns is not None and ns <= self._last_stamp_ns:
-            self._backwards_run += 1
-            if self._backwards_run < BACKWARDS_RESTART_COUNT:
-                return Rejected(ns, "stamp_backwards", f"stamp {ns} not after the previous {self._last_stamp_ns}")
-            self.faults["stamp_backwards"] += 1
-            self._reset()
-        self._backwards_run = 0
-        self._last_stamp_ns = ns
-        try:
-            rgb, K = self.model.undistort(rgb)
-        except CameraInfoError as exc:
-            return Rejected(ns, "bad_intrinsics", f"camera_info does not fit the image: {exc}")
-        return Frame(rgb=np.ascontiguousarray(rgb), K=np.asarray(K, dtype=np.float64), stamp_ns=ns, frame_id=msg.header.frame_id)
+    def image(self, msg: Any, msgtype: str) -> Frame | Rejected:
+        """A Frame, or Rejected when the frame is dropped (counted in ``faults``)."""
+        ns, frame_id = stamp_ns(msg.header), msg.header.frame_id
+        if msgtype == COMPRESSED_TYPE:
+            out = self.gate.compressed(format=msg.format, data=msg.data, stamp_ns=ns, frame_id=frame_id)
+        else:
+            out = self.gate.image(encoding=msg.encoding, height=msg.height, width=msg.width, step=msg.step,
+                                  is_bigendian=bool(msg.is_bigendian), data=msg.data, stamp_ns=ns, frame_id=frame_id)
+        if isinstance(out, Rejected):
+            self._count(out.kind, out.message)
+        return out
 
 
 def _one_line(exc: BaseException) -> str:

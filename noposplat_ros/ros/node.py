@@ -31,8 +31,7 @@ from noposplat_msgs.msg import SplatPair
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 
-from noposplat_ros import image_decode
-from noposplat_ros.camera_model import CameraInfoError, CameraModel
+from noposplat_ros.input_gate import InputGate, Rejected, format_stamp as _fmt_stamp
 from noposplat_ros.keyframes import KeyframeConfig
 from noposplat_ros.outputs import OutputFrames, build_outputs
 from noposplat_ros.pipeline import PairResult, Pipeline, PipelineConfig
@@ -47,8 +46,6 @@ NODE_NAME = "noposplat_node"
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
 RELIABLE_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-# After this many consecutive backwards stamps the stream is taken as restarted (bag loop).
-BACKWARDS_RESTART_COUNT = 3
 LOG_THROTTLE_S = 5.0
 
 
@@ -81,12 +78,10 @@ class NoPoSplatNode(LifecycleNode):
         self._throttle = _Throttle(LOG_THROTTLE_S)
         self.pipeline: Pipeline | None = None
         self._pipeline_cfg: PipelineConfig | None = None
-        self._camera: CameraModel | None = None
+        # input rules (shared with the bag reader): faults that keep a frame are logged, restarts reset
+        self._gate = InputGate(on_fault=self._fault, on_reset=self._reset_pipeline)
         self._camera_info_time = -1.0  # monotonic time of the last valid camera_info
         self._last_image_time = -1.0
-        self._last_stamp_ns: int | None = None
-        self._backwards_run = 0
-        self._last_hw: tuple[int, int] | None = None
         self._missing_warned_at = -1.0
         self._no_info_since = -1.0  # monotonic time of the first image that found no valid camera_info
         self._last_result: PairResult | None = None
@@ -311,15 +306,12 @@ class NoPoSplatNode(LifecycleNode):
 
     # ------------------------------------------------------------------ input (executor thread)
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        try:
-            cam = CameraModel.from_camera_info_fields(**conv.camera_info_fields(msg))
-        except CameraInfoError as exc:
-            self._camera = None  # frames are dropped until a valid camera_info arrives
-            self._fault("bad_intrinsics", f"camera_info on '{self._subs[1].topic_name if len(self._subs) > 1 else 'camera_info'}'"
-                        f" rejected: {exc}")
+        topic = self._subs[1].topic_name if len(self._subs) > 1 else "camera_info"
+        rejected = self._gate.camera_info(conv.camera_info_fields(msg), conv.time_to_ns(msg.header.stamp),
+                                          source=f"camera_info on '{topic}'")
+        if rejected is not None:  # frames are dropped until a valid camera_info arrives
+            self._fault(rejected.kind, rejected.message)
             return
-        if self._camera is None or cam.calibration_key() != self._camera.calibration_key():
-            self._camera = cam  # only on a change: keeps the undistortion maps cached
         self._camera_info_time = time.monotonic()
         self._no_info_since = -1.0
         if "camera_info" in self.health.warning:
@@ -366,76 +358,38 @@ class NoPoSplatNode(LifecycleNode):
         t0 = time.perf_counter()
         stamp_ns = conv.time_to_ns(msg.header.stamp)
         self._note_arrival(stamp_ns)
-        enc = msg.encoding
-        if enc not in image_decode.SUPPORTED_ENCODINGS and enc.lower() not in image_decode.SUPPORTED_ENCODINGS \
-                and enc.upper() not in image_decode.SUPPORTED_ENCODINGS:
-            self._fault("unknown_encoding", f"image encoding {enc!r} is not supported; frame dropped "
-                        f"(supported: {', '.join(image_decode.SUPPORTED_ENCODINGS)})")
+        if self.pipeline is None:
             return
-        need = int(msg.height) * int(msg.step)
-        if len(msg.data) < need:
-            self._fault("short_data", f"image data has {len(msg.data)} bytes, expected height {msg.height} * "
-                        f"step {msg.step} = {need}; frame dropped")
-            return
-        try:
-            rgb = image_decode.decode_image(enc, msg.height, msg.width, msg.step, bool(msg.is_bigendian), msg.data)
-        except image_decode.ImageDecodeError as exc:
-            self._fault("decode_error", f"cannot decode image: {exc}; frame dropped")
-            return
-        self._handle_rgb(rgb, stamp_ns, msg.header.frame_id, t0)
+        out = self._gate.image(encoding=msg.encoding, height=msg.height, width=msg.width, step=msg.step,
+                               is_bigendian=bool(msg.is_bigendian), data=msg.data, stamp_ns=stamp_ns,
+                               frame_id=self._p("camera_frame") or msg.header.frame_id)
+        self._handle_frame(out, t0)
 
     def _on_compressed(self, msg: CompressedImage) -> None:
         t0 = time.perf_counter()
         stamp_ns = conv.time_to_ns(msg.header.stamp)
         self._note_arrival(stamp_ns)
-        try:
-            rgb = image_decode.decode_compressed(msg.format, msg.data)
-        except image_decode.ImageDecodeError as exc:
-            unsupported = getattr(image_decode, "UnsupportedEncodingError", ())
-            kind = "unknown_encoding" if unsupported and isinstance(exc, unsupported) else "decode_error"
-            self._fault(kind, f"cannot decode compressed image: {exc}; frame dropped")
+        if self.pipeline is None:
             return
-        self._handle_rgb(rgb, stamp_ns, msg.header.frame_id, t0)
+        out = self._gate.compressed(format=msg.format, data=msg.data, stamp_ns=stamp_ns,
+                                    frame_id=self._p("camera_frame") or msg.header.frame_id)
+        self._handle_frame(out, t0)
 
     def _note_arrival(self, stamp_ns: int) -> None:
         self._last_image_time = time.monotonic()
         now_ns = self.get_clock().now().nanoseconds
         self.health.frame_arrived((now_ns - stamp_ns) / 1e9)
 
-    def _handle_rgb(self, rgb: np.ndarray, stamp_ns: int, header_frame: str, t0: float) -> None:
-        if self.pipeline is None:
-            return
-        cam = self._camera
-        if cam is None:
-            if self._no_info_since < 0:
-                self._no_info_since = time.monotonic()
-            return  # counted by the camera_info watchdog (warning after camera_info_timeout_s)
-        hw = (int(rgb.shape[0]), int(rgb.shape[1]))
-        if self._last_hw is not None and hw != self._last_hw:
-            self._fault("size_change", f"image size changed from {self._last_hw[1]}x{self._last_hw[0]} to "
-                        f"{hw[1]}x{hw[0]} mid-stream; keyframes restarted")
-            self._reset_pipeline()
-        self._last_hw = hw
-        if self._last_stamp_ns is not None and stamp_ns <= self._last_stamp_ns:
-            self._backwards_run += 1
-            if self._backwards_run < BACKWARDS_RESTART_COUNT:
-                self._fault("stamp_backwards", f"image stamp {_fmt_stamp(stamp_ns)} s is not after the previous "
-                            f"{_fmt_stamp(self._last_stamp_ns)} s; frame dropped")
-                return
-            self._fault("stamp_backwards", f"{self._backwards_run} frames went back in time: taking the stream as "
-                        "restarted (e.g. a bag loop); keyframes and trajectory reset")
-            self._reset_pipeline()
-        self._backwards_run = 0
-        self._last_stamp_ns = stamp_ns
-        try:
-            rgb_u, K = cam.undistort(rgb)
-        except CameraInfoError as exc:
-            self._fault("bad_intrinsics", f"camera_info does not fit the image: {exc}; frame dropped")
+    def _handle_frame(self, out: Frame | Rejected, t0: float) -> None:
+        if isinstance(out, Rejected):
+            if out.kind == "camera_info_missing":
+                if self._no_info_since < 0:
+                    self._no_info_since = time.monotonic()
+                return  # counted by the camera_info watchdog (warning after camera_info_timeout_s)
+            self._fault(out.kind, out.message)
             return
         t1 = time.perf_counter()
-        frame_id = self._p("camera_frame") or header_frame
-        frame = Frame(np.ascontiguousarray(rgb_u), np.asarray(K, dtype=np.float64), int(stamp_ns), frame_id)
-        pair = self.pipeline.offer(frame)
+        pair = self.pipeline.offer(out)
         t2 = time.perf_counter()
         self.health.frames_used += 1
         self.health.stage("decode_undistort", t1 - t0)
@@ -454,7 +408,7 @@ class NoPoSplatNode(LifecycleNode):
             self._pending = None
         if self.pipeline is not None:
             self.pipeline.reset()
-        self._last_stamp_ns = None
+        self._gate.forget_stamp()
         if self._tf_pub is not None:
             self._tf_pub.reset()
 
@@ -544,11 +498,11 @@ class NoPoSplatNode(LifecycleNode):
             info_age = now - self._camera_info_time if self._camera_info_time > 0 else float("inf")
             what = ""
             info_topic = self._camera_info_topic()
-            if self._camera is None and self._no_info_since > 0 and now - self._no_info_since >= timeout:
+            if self._gate.model is None and self._no_info_since > 0 and now - self._no_info_since >= timeout:
                 what = (f"no camera_info received on '{info_topic}'" if self._camera_info_time < 0 else
                         f"no valid camera_info on '{info_topic}' for {now - self._no_info_since:.1f} s") \
                     + f" while images arrive on '{self._image_topic()}'; frames are dropped"
-            elif self._camera is not None and info_age > timeout:
+            elif self._gate.model is not None and info_age > timeout:
                 what = (f"camera_info on '{info_topic}' stopped {info_age:.1f} s ago while images arrive; "
                         "frames use the last one")
             if what:
@@ -591,11 +545,6 @@ class NoPoSplatNode(LifecycleNode):
         response.message = str(path)
         self.get_logger().info(f"saved {result.num_splats} splats to {path} (scale {result.scale_kind.value})")
         return response
-
-
-def _fmt_stamp(ns: int) -> str:
-    sec, nsec = divmod(int(ns), 1_000_000_000)
-    return f"{sec}.{nsec:09d}"
 
 
 def _empty_cuda_cache() -> None:

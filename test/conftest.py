@@ -34,3 +34,16 @@ def motorcycle():
     from noposplat_ros.datasets import load_motorcycle
 
     return load_motorcycle()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's small renders single-threaded (``pytestmark = pytest.mark.usefixtures(
+    "one_torch_thread")``): on a shared, loaded CI machine OpenMP barriers between two threads made
+    them 10-20x slower (measured); the thread count is restored afterwards."""
+    import torch  # here, not at the top: the ROS-only tests need no torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

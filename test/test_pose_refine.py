@@ -13,14 +13,8 @@ from noposplat_ros.render import render
 from noposplat_ros.render.from_depth import gaussians_from_depth
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Run this module's small renders single-threaded: on a shared, loaded CI machine OpenMP barriers
-    between two threads made them 10-20x slower (measured); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# small renders: single-threaded torch (see conftest.one_torch_thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 H, W = 48, 64
 K = np.array([[40.0, 0, 31.5], [0, 40.0, 23.5], [0, 0, 1]])

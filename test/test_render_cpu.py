@@ -12,14 +12,8 @@ from noposplat_ros.render.sh import SH_C0, sh_to_rgb
 from noposplat_ros.types import Gaussians
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Run this module's small renders single-threaded: on a shared, loaded CI machine OpenMP barriers
-    between two threads made them 10-20x slower (measured); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# small renders: single-threaded torch (see conftest.one_torch_thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def quat_xyzw_to_R(q: torch.Tensor) -> torch.Tensor:

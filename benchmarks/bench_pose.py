@@ -24,7 +24,7 @@ from noposplat_ros.datasets import load_motorcycle
 from noposplat_ros.pose.metrics import rotation_error_deg, translation_direction_error_deg
 from noposplat_ros.pose.pnp import solve_pnp_official
 from noposplat_ros.pose.refine import RefineConfig, refine_pose, refine_pose_official, scale_intrinsics
-from noposplat_ros.pose.se3 import exp_se3_np
+from noposplat_ros.pose.se3 import perturbed_pose_np
 from noposplat_ros.render.sh import rgb_to_sh_dc
 from noposplat_ros.types import Gaussians
 
@@ -88,19 +88,6 @@ def build_pair(device: str):
     return gs, means1, op1, img1, K1s, m.T_cam0_from_cam1
 
 
-def perturbed(T: np.ndarray, deg: float, frac: float, rng) -> np.ndarray:
-    ax = rng.normal(size=3)
-    ax /= np.linalg.norm(ax)
-    t = T[:3, 3]
-    dt = rng.normal(size=3)
-    dt -= (dt @ t) / (t @ t) * t
-    dt *= frac * np.linalg.norm(t) / np.linalg.norm(dt)
-    out = T.copy()
-    out[:3, :3] = exp_se3_np(np.zeros(3), ax * np.radians(deg))[:3, :3] @ T[:3, :3]
-    out[:3, 3] = t + dt
-    return out
-
-
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -142,7 +129,7 @@ def main() -> None:
         f"official adam {a.official_steps} (MSE+SSIM, our renderer)": lambda T0: refine_pose_official(gs, img1, K1, T0, steps=a.official_steps),
     }
     rng = np.random.default_rng(0)
-    starts = [perturbed(T_true, a.rot_deg, a.trans_frac, rng) for _ in range(max(a.trials, a.official_trials))]
+    starts = [perturbed_pose_np(T_true, a.rot_deg, a.trans_frac, rng) for _ in range(max(a.trials, a.official_trials))]
     r0 = statistics.median(rotation_error_deg(T, T_true) for T in starts)
     t0e = statistics.median(translation_direction_error_deg(T, T_true) for T in starts)
     print(f"refinement starts: rotation err {r0:.2f} deg, translation-direction err {t0e:.2f} deg (median)")

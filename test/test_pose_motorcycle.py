@@ -13,20 +13,14 @@ import torch
 from noposplat_ros.pose.metrics import rotation_error_deg, translation_direction_error_deg
 from noposplat_ros.pose.pnp import solve_pnp_official
 from noposplat_ros.pose.refine import RefineConfig, refine_pose, scale_intrinsics
-from noposplat_ros.pose.se3 import exp_se3_np
+from noposplat_ros.pose.se3 import perturbed_pose_np
 from noposplat_ros.render import render
 from noposplat_ros.render.from_depth import gaussians_from_depth
 from noposplat_ros.types import PoseStatus
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Run this module's small renders single-threaded: on a shared, loaded CI machine OpenMP barriers
-    between two threads made them 10-20x slower (measured); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# small renders: single-threaded torch (see conftest.one_torch_thread)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 F = 4  # downsampling factor of the test scene
 
@@ -105,23 +99,9 @@ def test_pnp_on_ground_truth_centres_recovers_the_pose(motorcycle):
     assert np.all(sd > 0) and sd[0] < 0.01  # confident, finite covariance
 
 
-def perturbed(T: np.ndarray, deg: float, frac: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    ax = rng.normal(size=3)
-    ax /= np.linalg.norm(ax)
-    t = T[:3, 3]
-    dt = rng.normal(size=3)
-    dt -= (dt @ t) / (t @ t) * t
-    dt *= frac * np.linalg.norm(t) / np.linalg.norm(dt)
-    out = T.copy()
-    out[:3, :3] = exp_se3_np(np.zeros(3), ax * np.radians(deg))[:3, :3] @ T[:3, :3]
-    out[:3, 3] = t + dt
-    return out
-
-
 def test_refinement_from_3deg_20pct_off_converges(scene):
     s = scene
-    T0 = perturbed(s["T"], 3.0, 0.2)
+    T0 = perturbed_pose_np(s["T"], 3.0, 0.2, np.random.default_rng(0))
     assert rotation_error_deg(T0, s["T"]) > 2.9
     img = torch.as_tensor(s["R"], dtype=torch.float32) / 255.0
     cfg = RefineConfig(levels=(4, 2, 1))  # default hybrid; the scene is already at quarter resolution

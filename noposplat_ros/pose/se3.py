@@ -39,6 +39,22 @@ def exp_se3_np(rho: np.ndarray, omega: np.ndarray) -> np.ndarray:
     return T
 
 
+def perturbed_pose_np(T: np.ndarray, rot_deg: float, trans_frac: float, rng: np.random.Generator) -> np.ndarray:
+    """A start pose for refinement tests and benchmarks: T (4, 4) with its rotation turned by
+    ``rot_deg`` about a random axis and its translation moved by ``trans_frac * |t|`` perpendicular
+    to t (so the baseline length stays about the same)."""
+    ax = rng.normal(size=3)
+    ax /= np.linalg.norm(ax)
+    t = T[:3, 3]
+    dt = rng.normal(size=3)
+    dt -= (dt @ t) / (t @ t) * t
+    dt *= trans_frac * np.linalg.norm(t) / np.linalg.norm(dt)
+    out = T.copy()
+    out[:3, :3] = exp_se3_np(np.zeros(3), ax * np.radians(rot_deg))[:3, :3] @ T[:3, :3]
+    out[:3, 3] = t + dt
+    return out
+
+
 def so3_log_np(R: np.ndarray) -> np.ndarray:
     """(3, 3) rotation -> (3,) rotation vector (angle < pi)."""
     R = np.asarray(R, dtype=np.float64)

@@ -16,11 +16,11 @@ from noposplat_ros.network.backbone import Backbone
 from noposplat_ros.network.blocks import CrossAttention, SelfAttention
 from noposplat_ros.network.config import NoPoSplatConfig
 from noposplat_ros.network.dpt import GaussianHead, PointHead
-from noposplat_ros.network.gaussian_adapter import GaussianAdapter
+from noposplat_ros.network.gaussian_adapter import GaussianAdapter, GaussianParams
 
 
 @dataclasses.dataclass
-class NetOutput:
+class NetOutput(GaussianParams):
     """Network output for a batch of pairs, all float32; G = 2*H*W, g = v*H*W + y*W + x.
 
     means (B, G, 3) in camera-0's optical frame (unit-baseline units), covariances (B, G, 3, 3),
@@ -29,12 +29,7 @@ class NetOutput:
     intermediates: name -> tensor (conformance names without the ``inter.`` prefix) or None.
     """
 
-    means: torch.Tensor
-    covariances: torch.Tensor
-    harmonics: torch.Tensor
-    opacities: torch.Tensor
-    scales: torch.Tensor
-    rotations_xyzw: torch.Tensor
+    # GaussianParams' fields first (means ... rotations_xyzw), then:
     pts3d: torch.Tensor
     gs_raw: torch.Tensor
     intermediates: dict[str, torch.Tensor] | None = None
@@ -113,8 +108,8 @@ class NoPoSplatNet(nn.Module):
             inter["pts3d"] = pts3d
             inter["gs_raw"] = gs_raw
         return NetOutput(
-            means=g.means, covariances=g.covariances, harmonics=g.harmonics, opacities=g.opacities,
-            scales=g.scales, rotations_xyzw=g.rotations_xyzw, pts3d=pts3d, gs_raw=gs_raw, intermediates=inter,
+            **{f.name: getattr(g, f.name) for f in dataclasses.fields(g)}, pts3d=pts3d, gs_raw=gs_raw,
+            intermediates=inter,
         )
 
 

@@ -37,7 +37,7 @@ from noposplat_ros import pointcloud as pc
 from noposplat_ros.camera_model import CameraModel
 from noposplat_ros.image_decode import decode_compressed, decode_image
 from noposplat_ros.keyframes import KeyframeConfig, KeyframeSelector
-from noposplat_ros.types import Frame, Gaussians
+from noposplat_ros.types import Frame, Gaussians, covariances_from_scales_rotations
 
 SIZES = ((640, 480), (1280, 720))
 ENCODINGS = ("rgb8", "bgr8", "jpeg")
@@ -134,7 +134,7 @@ def _random_gaussians(n: int, sh_degree: int) -> Gaussians:
     q = q / q.norm(dim=-1, keepdim=True)
     s = torch.rand(n, 3, generator=g) * 0.05
     return Gaussians(torch.randn(n, 3, generator=g), s, q, torch.rand(n, generator=g),
-                     torch.randn(n, 3, (sh_degree + 1) ** 2, generator=g), pc.covariances_from_scales_rotations(s, q))
+                     torch.randn(n, 3, (sh_degree + 1) ** 2, generator=g), covariances_from_scales_rotations(s, q))
 
 
 def bench_pointcloud(n: int, repeat: int) -> None:

@@ -25,7 +25,7 @@ from noposplat_ros.pose.metrics import rotation_error_deg, translation_direction
 from noposplat_ros.pose.pnp import solve_pnp_official
 from noposplat_ros.pose.refine import RefineConfig, refine_pose, refine_pose_official, scale_intrinsics
 from noposplat_ros.pose.se3 import perturbed_pose_np
-from noposplat_ros.render.sh import rgb_to_sh_dc
+from noposplat_ros.types import rgb_to_sh_dc
 from noposplat_ros.types import Gaussians
 
 S = 256

@@ -24,7 +24,7 @@ import math
 import numpy as np
 import torch
 
-from noposplat_ros.types import Gaussians
+from noposplat_ros.types import Gaussians, covariances_from_scales_rotations, rgb_to_sh_dc, sh_dc_to_rgb
 
 SPLAT_SCHEMA_VERSION = 1
 SPLAT_SCHEMA_NAME = "noposplat/gaussian_v1"
@@ -35,7 +35,6 @@ _POINTFIELD_DTYPES = {
     INT8: "i1", UINT8: "u1", INT16: "i2", UINT16: "u2", INT32: "i4", UINT32: "u4", FLOAT32: "f4", FLOAT64: "f8",
 }
 
-SH_C0 = 0.28209479177387814  # Y_0^0, so DC colour = SH_C0 * dc + 0.5
 BASE_FIELD_NAMES: tuple[str, ...] = (
     "x", "y", "z", "rgb", "opacity", "scale_x", "scale_y", "scale_z", "rot_x", "rot_y", "rot_z", "rot_w",
 )
@@ -139,7 +138,7 @@ def gaussians_to_structured(g: Gaussians, include_sh: bool = False) -> np.ndarra
     cols[:, 4] = _np32(g.opacities).reshape(n)
     _put_columns(cols, 5, _np32(g.scales).reshape(n, 3))
     _put_columns(cols, 8, _np32(g.rotations_xyzw).reshape(n, 4))
-    packed = pack_rgb(SH_C0 * _dc_terms(g.harmonics) + 0.5)
+    packed = pack_rgb(sh_dc_to_rgb(_dc_terms(g.harmonics)))
     # Bit pattern, not value: write through a uint32 view so no float conversion touches it.
     arr.view("<u4").reshape(n, num_fields)[:, _RGB_COLUMN] = packed
     if include_sh:
@@ -150,22 +149,6 @@ def gaussians_to_structured(g: Gaussians, include_sh: bool = False) -> np.ndarra
 def cloud_bytes(arr: np.ndarray) -> bytes:
     """Payload for ``PointCloud2.data``: the records as little-endian bytes (assign bytes, not arrays)."""
     return np.ascontiguousarray(arr).tobytes()
-
-
-def covariances_from_scales_rotations(scales: torch.Tensor, rotations_xyzw: torch.Tensor) -> torch.Tensor:
-    """(N, 3) std devs + (N, 4) quaternions xyzw (any norm) -> (N, 3, 3) R diag(s^2) R^T."""
-    q = rotations_xyzw / rotations_xyzw.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    x, y, z, w = q.unbind(-1)
-    R = torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-            2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-            2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(-1, 3, 3)
-    M = R * scales.unsqueeze(-2)  # R diag(s)
-    return M @ M.transpose(-1, -2)
 
 
 def structured_to_gaussians(arr: np.ndarray) -> Gaussians:
@@ -194,6 +177,6 @@ def structured_to_gaussians(arr: np.ndarray) -> Gaussians:
         harmonics = col(*sh_names).reshape(-1, 3, k)
     else:
         rgb01 = unpack_rgb(rgb_bits(arr)).astype(np.float32) / 255.0
-        harmonics = torch.from_numpy((rgb01 - 0.5) / SH_C0).reshape(-1, 3, 1)
+        harmonics = torch.from_numpy(rgb_to_sh_dc(rgb01)).reshape(-1, 3, 1)
     covariances = covariances_from_scales_rotations(scales, rotations)
     return Gaussians(means, scales, rotations, opacities, harmonics, covariances)

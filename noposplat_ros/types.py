@@ -68,6 +68,46 @@ class KeyframePair:
     index: int = 0  # sequence number of the pair since start/reset
 
 
+# Degree-0 real SH basis value Y_0^0. With the 3DGS / NoPoSplat colour convention
+# (colour = SH(dir) + 0.5), the view-independent colour of a Gaussian is SH_C0 * dc + 0.5.
+SH_C0 = 0.28209479177387814
+
+
+def rgb_to_sh_dc(rgb01):
+    """(..., 3) colour in [0, 1] (tensor or array) -> the degree-0 SH coefficient that renders it."""
+    return (rgb01 - 0.5) / SH_C0
+
+
+def sh_dc_to_rgb(dc):
+    """(..., 3) degree-0 SH coefficient (tensor or array) -> colour (unclamped) it renders."""
+    return SH_C0 * dc + 0.5
+
+
+def quat_xyzw_to_rotmat(q_xyzw: torch.Tensor) -> torch.Tensor:
+    """(..., 4) quaternions (x, y, z, w), any norm -> (..., 3, 3) rotations.
+
+    The scale-tolerant form of the official NoPoSplat adapter, t = 2 / (|q|^2 + 1e-8): it equals the
+    rotation of q / |q| (a zero quaternion gives the identity), so it also serves unnormalised input.
+    """
+    x, y, z, w = q_xyzw.unbind(-1)
+    t = 2.0 / ((q_xyzw * q_xyzw).sum(-1) + 1e-8)
+    R = torch.stack(
+        [
+            1 - t * (y * y + z * z), t * (x * y - z * w), t * (x * z + y * w),
+            t * (x * y + z * w), 1 - t * (x * x + z * z), t * (y * z - x * w),
+            t * (x * z - y * w), t * (y * z + x * w), 1 - t * (x * x + y * y),
+        ],
+        dim=-1,
+    )
+    return R.reshape(q_xyzw.shape[:-1] + (3, 3))
+
+
+def covariances_from_scales_rotations(scales: torch.Tensor, rotations_xyzw: torch.Tensor) -> torch.Tensor:
+    """(..., 3) standard deviations + (..., 4) quaternions xyzw -> (..., 3, 3) = R diag(s)^2 R^T."""
+    RS = quat_xyzw_to_rotmat(rotations_xyzw) * scales[..., None, :]
+    return RS @ RS.transpose(-1, -2)
+
+
 @dataclasses.dataclass
 class Gaussians:
     """3D Gaussians of one reconstruction, float32 torch tensors on one device.

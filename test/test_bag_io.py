@@ -12,7 +12,7 @@ import torch
 
 from noposplat_ros import bag_io
 from noposplat_ros.moving_sequence import MotorcycleSequence
-from noposplat_ros.types import Frame, Gaussians, PoseStatus, ScaleKind
+from noposplat_ros.types import Frame, Gaussians, PoseStatus, ScaleKind, covariances_from_scales_rotations
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +198,7 @@ def _pair_result(index: int, stamp0_ns: int, stamp1_ns: int, n: int = 50, lost: 
     g = Gaussians(
         means=torch.randn(n, 3, generator=gen) + torch.tensor([0.0, 0.0, 3.0]), scales=scales, rotations_xyzw=q,
         opacities=torch.rand(n, generator=gen) * 0.9 + 0.05, harmonics=torch.rand(n, 3, 1, generator=gen) - 0.5,
-        covariances=pointcloud.covariances_from_scales_rotations(scales, q),
+        covariances=covariances_from_scales_rotations(scales, q),
     )
     T_rel = make_T(quat_xyzw_to_matrix(np.array([0.0, 0.1, 0.0, 1.0]) / np.sqrt(1.01)), np.array([1.0, 0.0, 0.1]))
     T_w0 = np.eye(4)

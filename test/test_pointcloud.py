@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from noposplat_ros import pointcloud as pc
-from noposplat_ros.types import Gaussians
+from noposplat_ros.types import SH_C0, Gaussians, covariances_from_scales_rotations
 
 
 def _random_gaussians(n: int, sh_degree: int, seed: int = 0) -> Gaussians:
@@ -24,7 +24,7 @@ def _random_gaussians(n: int, sh_degree: int, seed: int = 0) -> Gaussians:
         rotations_xyzw=q,
         opacities=torch.rand(n, generator=gen),
         harmonics=torch.randn(n, 3, k, generator=gen),
-        covariances=pc.covariances_from_scales_rotations(scales, q),
+        covariances=covariances_from_scales_rotations(scales, q),
     )
 
 
@@ -54,7 +54,7 @@ def test_little_endian_bytes():
     packed = struct.unpack_from("<I", raw, 2 * 48 + 12)[0]
     assert packed >> 24 == 0
     dc = g.harmonics[2, :, 0].numpy()
-    expected = np.rint(np.clip(pc.SH_C0 * dc + 0.5, 0, 1) * 255).astype(int)
+    expected = np.rint(np.clip(SH_C0 * dc + 0.5, 0, 1) * 255).astype(int)
     assert [(packed >> 16) & 255, (packed >> 8) & 255, packed & 255] == expected.tolist()
 
 
@@ -74,7 +74,7 @@ def test_round_trip_every_field(sh_degree):
     assert back[f"sh_{2 * k + k - 1}"][7] == g.harmonics[7, 2, k - 1]
     # rgb unpacks to the DC colour
     rgb = pc.unpack_rgb(pc.rgb_bits(back))
-    dc_rgb = np.rint(np.clip(pc.SH_C0 * g.harmonics[:, :, 0].numpy() + 0.5, 0, 1) * 255)
+    dc_rgb = np.rint(np.clip(SH_C0 * g.harmonics[:, :, 0].numpy() + 0.5, 0, 1) * 255)
     np.testing.assert_array_equal(rgb, dc_rgb.astype(np.uint8))
 
 
@@ -84,8 +84,8 @@ def test_round_trip_without_sh_rebuilds_dc_from_rgb():
     assert "sh_0" not in arr.dtype.names
     g2 = pc.structured_to_gaussians(np.frombuffer(pc.cloud_bytes(arr), pc.dtype_from_fields(pc.splat_fields(), 48)))
     assert g2.sh_degree == 0
-    colour = (pc.SH_C0 * g.harmonics[:, :, 0] + 0.5).clamp(0, 1)
-    colour2 = pc.SH_C0 * g2.harmonics[:, :, 0] + 0.5
+    colour = (SH_C0 * g.harmonics[:, :, 0] + 0.5).clamp(0, 1)
+    colour2 = SH_C0 * g2.harmonics[:, :, 0] + 0.5
     assert (colour2 - colour).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit quantisation
     torch.testing.assert_close(g2.means, g.means, rtol=0, atol=0)
 

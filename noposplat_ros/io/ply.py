@@ -27,8 +27,7 @@ import numpy as np
 import plyfile
 import torch
 
-from noposplat_ros.transforms import quat_xyzw_to_matrix
-from noposplat_ros.types import Gaussians
+from noposplat_ros.types import Gaussians, covariances_from_scales_rotations
 
 # Opacity is clamped to [eps, 1 - eps] before the logit so that 0 and 1 stay finite.
 OPACITY_EPS = 1e-6
@@ -106,12 +105,6 @@ def write_ply(
     plyfile.PlyData([element], text=False, byte_order="<").write(str(path))
 
 
-def covariances_from(scales: np.ndarray, quats_xyzw: np.ndarray) -> np.ndarray:
-    """(N, 3) std devs + (N, 4) quaternions xyzw -> (N, 3, 3) covariances R diag(s)^2 R^T."""
-    R = quat_xyzw_to_matrix(quats_xyzw).reshape(-1, 3, 3)
-    return np.einsum("nij,nj,nkj->nik", R, np.asarray(scales, np.float64) ** 2, R)
-
-
 def read_ply(path: str | os.PathLike) -> Gaussians:
     """Read an INRIA-layout 3DGS PLY back into Gaussians (sigmoid, exp, wxyz -> xyzw)."""
     data = plyfile.PlyData.read(str(path))
@@ -145,7 +138,7 @@ def read_ply(path: str | os.PathLike) -> Gaussians:
     q_xyzw = q_wxyz[:, [1, 2, 3, 0]]
     q_xyzw /= np.linalg.norm(q_xyzw, axis=1, keepdims=True)
     opac = 1.0 / (1.0 + np.exp(-np.asarray(v["opacity"], np.float64)))
-    cov = covariances_from(scales, q_xyzw)
+    cov = covariances_from_scales_rotations(torch.from_numpy(scales), torch.from_numpy(q_xyzw)).numpy()
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))

@@ -7,33 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from noposplat_ros.types import covariances_from_scales_rotations
+
 
 def sh_mask(sh_degree: int) -> torch.Tensor:
     """(d_sh,) per-coefficient SH damping: 1 for degree 0, 0.1 * 0.25**l for degree l >= 1."""
     vals = [1.0] + [0.1 * 0.25**l for l in range(1, sh_degree + 1) for _ in range(2 * l + 1)]
     return torch.tensor(vals, dtype=torch.float32)
-
-
-def quaternion_xyzw_to_matrix(q: torch.Tensor) -> torch.Tensor:
-    """(..., 4) quaternions (x, y, z, w) -> (..., 3, 3), scale-tolerant form t = 2 / (|q|^2 + 1e-8)."""
-    x, y, z, w = q.unbind(-1)
-    t = 2.0 / ((q * q).sum(-1) + 1e-8)
-    R = torch.stack(
-        [
-            1 - t * (y * y + z * z), t * (x * y - z * w), t * (x * z + y * w),
-            t * (x * y + z * w), 1 - t * (x * x + z * z), t * (y * z - x * w),
-            t * (x * z - y * w), t * (y * z + x * w), 1 - t * (x * x + y * y),
-        ],
-        dim=-1,
-    )
-    return R.reshape(q.shape[:-1] + (3, 3))
-
-
-def covariance_from_scale_rotation(scales: torch.Tensor, rotations_xyzw: torch.Tensor) -> torch.Tensor:
-    """(..., 3) std devs + (..., 4) xyzw -> (..., 3, 3) = R diag(s)^2 R^T."""
-    R = quaternion_xyzw_to_matrix(rotations_xyzw)
-    RS = R * scales[..., None, :]
-    return RS @ RS.transpose(-1, -2)
 
 
 @dataclasses.dataclass
@@ -76,5 +56,5 @@ class GaussianAdapter(nn.Module):
         rotations = q / (q.norm(dim=-1, keepdim=True) + 1e-8)
         harmonics = raw[..., 8 : 8 + 3 * d_sh].reshape(B, V * H * W, 3, d_sh) * self.sh_mask
         means = pts3d.float().reshape(B, V * H * W, 3)
-        cov = covariance_from_scale_rotation(scales, rotations)
+        cov = covariances_from_scales_rotations(scales, rotations)
         return GaussianParams(means, cov, harmonics, opacities, scales, rotations)

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 import torch
 
-from noposplat_ros.transforms import make_T, matrix_to_quat_xyzw, quat_xyzw_to_matrix
+from noposplat_ros.transforms import make_T, matrix_to_quat_xyzw
 from noposplat_ros.types import (
     Gaussians,
     KeyframePair,
@@ -41,9 +41,10 @@ from noposplat_ros.types import (
     PoseStatus,
     PredictionError,
     ScaleKind,
+    covariances_from_scales_rotations,
+    rgb_to_sh_dc,
 )
 
-SH_C0 = 0.28209479177387814  # degree-0 SH basis constant: colour = SH_C0 * dc + 0.5
 
 _DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -614,11 +615,10 @@ class GeometryPredictor:
         scales = np.stack([lateral / K[0, 0], lateral / K[1, 1], cfg.flatten * lateral / math.sqrt(K[0, 0] * K[1, 1])], 1)
         q_view = _ray_quats_xyzw(rays)  # local z along the pixel's ray: discs facing the camera
         q = _quat_mul_xyzw(np.broadcast_to(matrix_to_quat_xyzw(R), q_view.shape), q_view)
-        R_full = quat_xyzw_to_matrix(q)
-        cov = np.einsum("nij,nj,nkj->nik", R_full, scales**2, R_full)
+        cov = covariances_from_scales_rotations(torch.from_numpy(scales), torch.from_numpy(np.ascontiguousarray(q))).numpy()
         k = (cfg.sh_degree + 1) ** 2
         sh = np.zeros((h * w, 3, k), np.float32)
-        sh[:, :, 0] = (rgb.reshape(-1, 3).astype(np.float32) / 255.0 - 0.5) / SH_C0
+        sh[:, :, 0] = rgb_to_sh_dc(rgb.reshape(-1, 3).astype(np.float32) / 255.0)
 
         def T(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))

@@ -8,8 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from noposplat_ros.render.sh import rgb_to_sh_dc
-from noposplat_ros.types import Gaussians
+from noposplat_ros.types import Gaussians, rgb_to_sh_dc
 
 
 def gaussians_from_depth(

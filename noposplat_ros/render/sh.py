@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-SH_C0 = 0.28209479177387814
+from noposplat_ros.types import SH_C0
+
 SH_C1 = 0.4886025119029199
 SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
 SH_C3 = (
@@ -55,8 +56,3 @@ def sh_to_rgb(harmonics: torch.Tensor, dirs: torch.Tensor, degree: int) -> torch
     basis = sh_basis(dirs, degree)
     rgb = torch.einsum("nck,nk->nc", harmonics[..., :k], basis)
     return torch.clamp_min(rgb + 0.5, 0.0)
-
-
-def rgb_to_sh_dc(rgb: torch.Tensor) -> torch.Tensor:
-    """(…, 3) colour in [0, 1] -> the degree-0 coefficient that renders it (inverse of the +0.5 offset)."""
-    return (rgb - 0.5) / SH_C0

@@ -49,7 +49,7 @@ def motorcycle_scene(device: str):
     import cv2
 
     from noposplat_ros.datasets import load_motorcycle
-    from noposplat_ros.pose.refine import scale_intrinsics
+    from noposplat_ros.camera_model import scale_intrinsics
     from noposplat_ros.render.from_depth import gaussians_from_depth
 
     m = load_motorcycle()

@@ -34,6 +34,15 @@ DISTORTION_MODELS: dict[str, int] = {"plumb_bob": 5, "rational_polynomial": 8, "
 _NO_DISTORTION_NAMES = ("", "none")
 
 
+def scale_intrinsics(K_px: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """(3, 3) K of an image resized by (sx, sy) (as cv2.resize), OpenCV pixel centres at integers.
+
+    In corner coordinates a resize is a plain scale, so u' = (u + 0.5) * s - 0.5 in pixel-centre ones.
+    """
+    S = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    return S @ np.asarray(K_px, dtype=np.float64)
+
+
 def _array(name: str, values: Sequence[float] | np.ndarray, size: int | None) -> np.ndarray:
     try:
         a = np.asarray(values, dtype=np.float64).reshape(-1)

@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 import torch
 
+from noposplat_ros.camera_model import scale_intrinsics
+
 # normalised fx/fy of the two views differing by more than this triggers a warning (official issue #44)
 INTRINSICS_MISMATCH_TOL = 0.05
 
@@ -72,12 +74,7 @@ class PreparedView:
         coordinates gives K_grid_px.
         """
         sx, sy = self.scale_xy
-        K = self.K_grid_px.copy()
-        K[0, :2] /= sx
-        K[1, :2] /= sy
-        K[0, 2] = (K[0, 2] + 0.5) / sx - 0.5
-        K[1, 2] = (K[1, 2] + 0.5) / sy - 0.5
-        return K
+        return scale_intrinsics(self.K_grid_px, 1.0 / sx, 1.0 / sy)
 
     @property
     def crop_box_original(self) -> tuple[float, float, float, float]:

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from noposplat_ros.predictors import make_predictor
-from noposplat_ros.predictors.geometry import GeometryConfig, GeometryPredictor, resize_K, triangulate_rays
+from noposplat_ros.camera_model import scale_intrinsics
+from noposplat_ros.predictors.geometry import GeometryConfig, GeometryPredictor, triangulate_rays
 from noposplat_ros.transforms import direction_angle_deg, invert_T, make_T, rotation_angle_deg
 from noposplat_ros.types import Frame, KeyframePair, PoseStatus, PredictionError, ScaleKind
 
@@ -248,7 +249,7 @@ def test_downscaled_grid_keeps_the_geometry(synthetic):
     pair, r_full, _, _, _ = synthetic
     r = GeometryPredictor(GeometryConfig(grid_long_side=160)).predict(pair)
     assert r.grid_hw == (120, 160)
-    np.testing.assert_allclose(r.K_grid[0], resize_K(K0, 0.5, 0.5))
+    np.testing.assert_allclose(r.K_grid[0], scale_intrinsics(K0, 0.5, 0.5))
     # Same scene depth at a pixel centre whether the grid is full or half resolution.
     z_half = r.gaussians.means[: 120 * 160, 2].numpy().reshape(120, 160)
     z_full = r_full.gaussians.means[: 240 * 320, 2].numpy().reshape(240, 320)
@@ -294,7 +295,7 @@ def test_same_convention_as_the_noposplat_backend(synthetic):
 def test_views_of_different_size():
     """View 1 from a lower-resolution camera is resized to view 0's grid with its K per axis."""
     T_true = MOTIONS["sideways"]
-    K1_small = resize_K(K1, 0.8, 0.8)
+    K1_small = scale_intrinsics(K1, 0.8, 0.8)
     rgb0, pts0, _ = render_scene(K0, np.eye(4), HW)
     rgb1, _, _ = render_scene(K1_small, T_true, (192, 256))
     pair = KeyframePair(Frame(rgb0, K0, 0, "cam"), Frame(rgb1, K1_small, 1, "cam"))

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from noposplat_ros.camera_model import scale_intrinsics
 from noposplat_ros.pose.metrics import rotation_error_deg
-from noposplat_ros.pose.refine import RefineConfig, refine_pose, scale_intrinsics, ssim_structure
+from noposplat_ros.pose.refine import RefineConfig, refine_pose, ssim_structure
 from noposplat_ros.pose.se3 import exp_se3_np
 from noposplat_ros.render import render
 from noposplat_ros.render.from_depth import gaussians_from_depth

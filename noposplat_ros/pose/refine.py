@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from noposplat_ros.camera_model import scale_intrinsics
 from noposplat_ros.pose.se3 import exp_se3_torch
 from noposplat_ros.render import DEFAULT_NEAR_M, effective_sh_degree, render
 from noposplat_ros.types import Gaussians
@@ -128,17 +129,6 @@ class RefineInfo:
     # gn/lm: (level factor, cost after the step, |rotation step| rad, |translation step|, damping)
     time_s: float = 0.0
     message: str = ""
-
-
-def scale_intrinsics(K_px: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """K of an image resized by (sx, sy), OpenCV pixel-centre convention: u' = (u + 0.5) s - 0.5."""
-    K = np.array(K_px, dtype=np.float64, copy=True)
-    K[0, 0] *= sx
-    K[0, 1] *= sx
-    K[1, 1] *= sy
-    K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
-    K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
-    return K
 
 
 def _pyramid_level(image_hw3: torch.Tensor, K_px: np.ndarray, factor: int) -> tuple[torch.Tensor, np.ndarray]:

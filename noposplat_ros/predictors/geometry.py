@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 import torch
 
+from noposplat_ros.camera_model import scale_intrinsics
 from noposplat_ros.transforms import make_T, matrix_to_quat_xyzw
 from noposplat_ros.types import (
     Gaussians,
@@ -152,12 +153,6 @@ class GeometryConfig:
 # --------------------------------------------------------------------------------------------
 # Small vectorised helpers
 # --------------------------------------------------------------------------------------------
-def resize_K(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """Intrinsics after resizing by (sx, sy) with pixel centres at integer coordinates (as cv2.resize)."""
-    S = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
-    return S @ np.asarray(K, np.float64)
-
-
 def grid_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
     """(H, W) of the Gaussian grid: longest side ``long_side`` (never upsampled; 0 = unchanged)."""
     s = 1.0 if long_side <= 0 else min(1.0, long_side / max(height, width))
@@ -382,7 +377,7 @@ class GeometryPredictor:
         for f in (f0, f1):
             img = f.rgb if (f.height, f.width) == hw else cv2.resize(f.rgb, hw[::-1], interpolation=cv2.INTER_AREA)
             grids.append(np.ascontiguousarray(img))
-            K_grid.append(resize_K(f.K, hw[1] / f.width, hw[0] / f.height))
+            K_grid.append(scale_intrinsics(f.K, hw[1] / f.width, hw[0] / f.height))
         K_grid_arr = np.stack(K_grid)
         timings["resize"] = time.perf_counter() - t
 

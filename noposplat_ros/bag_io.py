@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from noposplat_ros.input_gate import BACKWARDS_RESTART_COUNT, INPUT_FAULT_KINDS, InputGate, Rejected  # noqa: F401 (re-exported)
-from noposplat_ros.types import Frame
+from noposplat_ros.types import Frame, split_stamp_ns
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -338,14 +338,14 @@ class OutputBag:
 # ------------------------------------------------ outputs.py records -> rosbags message objects
 
 
-def _header(T: Mapping[str, Any], rec: Any) -> Any:
-    sec, nanosec = divmod(int(rec.stamp_ns), 1_000_000_000)
-    return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id=rec.frame_id)
-
-
 def _time(T: Mapping[str, Any], ns: int) -> Any:
-    sec, nanosec = divmod(int(ns), 1_000_000_000)
+    sec, nanosec = split_stamp_ns(ns)
     return T["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
+
+
+def _header(T: Mapping[str, Any], rec: Any) -> Any:
+    """outputs.HeaderRecord (or anything with stamp_ns and frame_id) -> std_msgs/Header."""
+    return T["std_msgs/msg/Header"](stamp=_time(T, rec.stamp_ns), frame_id=rec.frame_id)
 
 
 def _vec3(T: Mapping[str, Any], name: str, v: Any) -> Any:
@@ -469,10 +469,7 @@ def frames_to_bag(
         )
         for frame in frames:
             ns = int(frame.stamp_ns)
-            header = T["std_msgs/msg/Header"](
-                stamp=T["builtin_interfaces/msg/Time"](sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000),
-                frame_id=frame.frame_id,
-            )
+            header = _header(T, frame)
             if info_conn is not None:
                 K = np.asarray(frame.K, dtype=np.float64)
                 P = np.concatenate([K, np.zeros((3, 1))], axis=1)

@@ -26,7 +26,7 @@ import numpy as np
 
 from noposplat_ros import image_decode
 from noposplat_ros.camera_model import CameraInfoError, CameraModel
-from noposplat_ros.types import Frame
+from noposplat_ros.types import Frame, format_stamp
 
 # The fault kinds of these rules (a subset of ros/diagnostics.FAULT_KINDS, same names).
 INPUT_FAULT_KINDS = (
@@ -44,12 +44,6 @@ class Rejected:
     stamp_ns: int
     kind: str
     message: str
-
-
-def format_stamp(ns: int) -> str:
-    """Stamp in ns -> ``"<sec>.<nanosec, 9 digits>"`` (seconds, exact)."""
-    sec, nsec = divmod(int(ns), 1_000_000_000)
-    return f"{sec}.{nsec:09d}"
 
 
 class InputGate:

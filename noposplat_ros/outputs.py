@@ -28,10 +28,6 @@ class HeaderRecord:
     stamp_ns: int
     frame_id: str
 
-    @property
-    def sec_nanosec(self) -> tuple[int, int]:
-        return divmod(int(self.stamp_ns), 1_000_000_000)
-
 
 @dataclasses.dataclass
 class PointFieldRecord:

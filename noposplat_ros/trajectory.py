@@ -27,11 +27,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
+from collections.abc import Iterable
 
 import numpy as np
 
 from noposplat_ros.transforms import T_to_translation_quat_xyzw, invert_T, is_rigid
-from noposplat_ros.types import LOST_POSE_VARIANCE, PairReconstruction, PoseStatus, ScaleKind
+from noposplat_ros.types import LOST_POSE_VARIANCE, PairReconstruction, PoseStatus, ScaleKind, format_stamp
 
 
 @dataclasses.dataclass
@@ -290,12 +291,14 @@ class Trajectory:
     def to_tum(self, path: str | pathlib.Path) -> int:
         """Write the keyframe poses as TUM lines ``stamp_s tx ty tz qx qy qz qw`` (LOST steps skipped).
         Returns the number of lines written."""
-        lines = []
-        for stamp_ns, T in self.poses():
-            t, q = T_to_translation_quat_xyzw(T)
-            sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
-            lines.append(
-                f"{sec}.{nsec:09d} {t[0]:.9f} {t[1]:.9f} {t[2]:.9f} {q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {q[3]:.9f}"
-            )
-        pathlib.Path(path).write_text("".join(l + "\n" for l in lines))
-        return len(lines)
+        return write_tum(path, ((stamp_ns, *T_to_translation_quat_xyzw(T)) for stamp_ns, T in self.poses()))
+
+
+def write_tum(path: str | pathlib.Path, poses: Iterable[tuple[int, np.ndarray, np.ndarray]]) -> int:
+    """Write ``(stamp_ns, t (3,), q_xyzw (4,))`` poses as TUM lines ``stamp_s tx ty tz qx qy qz qw``.
+
+    Stamps are written exactly (``sec.nanosec``). Returns the number of lines written.
+    """
+    lines = [f"{format_stamp(ns)} " + " ".join(f"{v:.9f}" for v in (*t, *q)) + "\n" for ns, t, q in poses]
+    pathlib.Path(path).write_text("".join(lines))
+    return len(lines)

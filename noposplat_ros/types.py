@@ -68,6 +68,20 @@ class KeyframePair:
     index: int = 0  # sequence number of the pair since start/reset
 
 
+NS_PER_S = 1_000_000_000
+
+
+def split_stamp_ns(stamp_ns: int) -> tuple[int, int]:
+    """Stamp in int nanoseconds -> (sec, nanosec), as builtin_interfaces/Time holds it."""
+    return divmod(int(stamp_ns), NS_PER_S)
+
+
+def format_stamp(stamp_ns: int) -> str:
+    """Stamp in int nanoseconds -> ``"<sec>.<nanosec, 9 digits>"`` (seconds, exact)."""
+    sec, nsec = split_stamp_ns(stamp_ns)
+    return f"{sec}.{nsec:09d}"
+
+
 # Degree-0 real SH basis value Y_0^0. With the 3DGS / NoPoSplat colour convention
 # (colour = SH(dir) + 0.5), the view-independent colour of a Gaussian is SH_C0 * dc + 0.5.
 SH_C0 = 0.28209479177387814

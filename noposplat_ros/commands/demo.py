@@ -92,15 +92,6 @@ def _player_command(args: argparse.Namespace) -> list[str]:
     return cmd
 
 
-def write_tum(path: pathlib.Path, poses: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
-    """TUM trajectory: one line per stamp, `t[s] tx ty tz qx qy qz qw`, sorted by time."""
-    lines = []
-    for ns in sorted(poses):
-        t, q = poses[ns]
-        lines.append(f"{ns // 1_000_000_000}.{ns % 1_000_000_000:09d} " + " ".join(f"{v:.9f}" for v in (*t, *q)))
-    path.write_text("\n".join(lines) + "\n")
-
-
 def make_preview(rgb0: np.ndarray, K0: np.ndarray, gaussians, T_cam0_from_cam1: np.ndarray, panel_w: int) -> np.ndarray:
     """(H, 3W, 3) uint8: input | novel view (between the two cameras, turned 5 deg) | depth."""
     import cv2
@@ -159,6 +150,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear script
     from noposplat_ros.ros.diagnostics import diagnostics_values
     from noposplat_ros.ros.node import LATCHED_QOS, RELIABLE_QOS
     from noposplat_ros.ros.tf import TF_QOS
+    from noposplat_ros.trajectory import write_tum
     from noposplat_ros.transforms import rotation_angle_deg
 
     rclpy.init(args=[])
@@ -254,7 +246,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear script
         ply_path = out_dir / "splats.ply"
         write_ply(ply_path, gaussians)
         tum_path = out_dir / "trajectory.tum"
-        write_tum(tum_path, got["tf"])
+        write_tum(tum_path, ((ns, *got["tf"][ns]) for ns in sorted(got["tf"])))
 
         from noposplat_ros.commands.play import frames_from_args
 

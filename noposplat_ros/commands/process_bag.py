@@ -462,7 +462,7 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
                                 process(pair)
                             else:
                                 pending.append(pair)
-                        stats.keyframes = _keyframe_count(pipeline, stats)
+                        stats.keyframes = pipeline.selector.stats.keyframes
                     progress.update(stats.frames, stats)
                 stats.rejected = source.faults
             if stop is not None and stop.requested:
@@ -474,30 +474,13 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
             # Always close: the storage index and metadata.yaml make a partial bag a valid bag.
             out_bag.close()
             progress.finish(stats.frames, stats)
-            _write_trajectory(pipeline, output / TRAJECTORY_FILE)
+            pipeline.trajectory.to_tum(output / TRAJECTORY_FILE)
             (output / SUMMARY_FILE).write_text(
                 json.dumps({**stats.as_dict(), "image_topic": topics.image, "camera_info_topic": topics.camera_info,
                             "scale_odometry_topic": odom.topic if odom else None,
                             "output_counts": out_bag.counts, "storage": args.storage}, indent=2) + "\n"
             )
     return stats
-
-
-def _keyframe_count(pipeline: Any, stats: RunStats) -> int:
-    st = getattr(pipeline.selector, "stats", None)
-    for name in ("keyframes", "num_keyframes"):
-        value = getattr(st, name, None) if st is not None else None
-        if value is None and isinstance(st, dict):
-            value = st.get(name)
-        if value is not None:
-            return int(value)
-    return stats.pairs + 1 if stats.pairs else stats.keyframes
-
-
-def _write_trajectory(pipeline: Any, path: pathlib.Path) -> None:
-    to_tum = getattr(pipeline.trajectory, "to_tum", None)
-    if callable(to_tum):
-        to_tum(path)
 
 
 def run(args: argparse.Namespace) -> int:

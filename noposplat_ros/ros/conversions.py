@@ -17,8 +17,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from noposplat_ros.outputs import CloudRecord, HeaderRecord, OdometryRecord, SplatPairRecord
-
-NS_PER_S = 1_000_000_000
+from noposplat_ros.types import NS_PER_S, split_stamp_ns
 
 
 def time_to_ns(t: Time) -> int:
@@ -26,7 +25,7 @@ def time_to_ns(t: Time) -> int:
 
 
 def ns_to_time(ns: int) -> Time:
-    sec, nanosec = divmod(int(ns), NS_PER_S)
+    sec, nanosec = split_stamp_ns(ns)
     return Time(sec=int(sec), nanosec=int(nanosec))
 
 

@@ -31,7 +31,7 @@ from noposplat_msgs.msg import SplatPair
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 
-from noposplat_ros.input_gate import InputGate, Rejected, format_stamp as _fmt_stamp
+from noposplat_ros.input_gate import InputGate, Rejected
 from noposplat_ros.keyframes import KeyframeConfig
 from noposplat_ros.outputs import OutputFrames, build_outputs
 from noposplat_ros.pipeline import PairResult, Pipeline, PipelineConfig
@@ -40,7 +40,7 @@ from noposplat_ros.ros.diagnostics import NodeHealth, health_to_diagnostics
 from noposplat_ros.ros.odometry_buffer import OdometryBuffer
 from noposplat_ros.ros.parameters import KEYFRAME_PREFIX, all_parameters
 from noposplat_ros.ros.tf import StaticTfBuffer, TfPublisher
-from noposplat_ros.types import Frame, KeyframePair, PoseStatus
+from noposplat_ros.types import Frame, KeyframePair, PoseStatus, format_stamp
 
 NODE_NAME = "noposplat_node"
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -345,7 +345,7 @@ class NoPoSplatNode(LifecycleNode):
             time.sleep(0.01)
         if baseline is None:
             self._fault("scale_odometry_missing", f"no odometry on '{self._p('scale_odometry_topic')}' covering "
-                        f"keyframe stamps {_fmt_stamp(s0)} and {_fmt_stamp(s1)}"
+                        f"keyframe stamps {format_stamp(s0)} and {format_stamp(s1)}"
                         + (f" or no static transform {self._odom_child_frame} <- {pair.kf0.frame_id}"
                            if self._odom_child_frame and self._odom_child_frame != pair.kf0.frame_id else "")
                         + "; pair not metric")
@@ -394,7 +394,7 @@ class NoPoSplatNode(LifecycleNode):
         self.health.frames_used += 1
         self.health.stage("decode_undistort", t1 - t0)
         self.health.stage("keyframe_test", t2 - t1)
-        self.health.keyframes = int(getattr(self.pipeline.selector.stats, "keyframes", 0))
+        self.health.keyframes = self.pipeline.selector.stats.keyframes
         if pair is not None:
             self.health.pairs_selected += 1
             with self._cv:

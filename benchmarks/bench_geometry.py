@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from noposplat_ros.datasets import load_motorcycle
+from noposplat_ros.fixtures.motorcycle import load_motorcycle
 from noposplat_ros.predictors.geometry import GeometryConfig, GeometryPredictor
 from noposplat_ros.types import Frame, KeyframePair
 

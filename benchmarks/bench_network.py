@@ -26,7 +26,7 @@ import time
 import psutil
 import torch
 
-from noposplat_ros.network import NoPoSplatConfig, build_model
+from noposplat_ros.predictors.network import NoPoSplatConfig, build_model
 from noposplat_ros.predictors.noposplat import PRECISIONS, resolve_device, resolve_precision
 
 
@@ -89,7 +89,7 @@ def time_forward(model, image, K, device, *, fused: bool, precision: str) -> tup
 def load_check(model, cfg: NoPoSplatConfig) -> None:
     from safetensors.torch import save_file
 
-    from noposplat_ros.checkpoint import deduplicate_aliases
+    from noposplat_ros.predictors.network.checkpoint import deduplicate_aliases
 
     nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,8 +99,8 @@ def load_check(model, cfg: NoPoSplatConfig) -> None:
         del state
         code = (
             "import resource, sys, psutil, torch\n"
-            "from noposplat_ros.network import NoPoSplatConfig, build_model\n"
-            "from noposplat_ros.checkpoint import load_checkpoint_into\n"
+            "from noposplat_ros.predictors.network import NoPoSplatConfig, build_model\n"
+            "from noposplat_ros.predictors.network.checkpoint import load_checkpoint_into\n"
             "base = psutil.Process().memory_info().rss\n"
             f"m = load_checkpoint_into(build_model(NoPoSplatConfig.released({cfg.image_hw[0]}), device='meta'), sys.argv[1])\n"
             "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"

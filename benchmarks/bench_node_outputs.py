@@ -19,7 +19,7 @@ import torch
 
 
 def random_result(n: int):
-    from noposplat_ros import pointcloud
+    from noposplat_ros.outputs import pointcloud
     from noposplat_ros.pipeline import PairResult
     from noposplat_ros.types import Gaussians, PoseStatus, ScaleKind
 
@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--splats", type=int, default=131_072)
     ap.add_argument("--repeat", type=int, default=30)
     args = ap.parse_args()
-    from noposplat_ros.outputs import OutputFrames, build_outputs
+    from noposplat_ros.outputs.records import OutputFrames, build_outputs
     from noposplat_ros.ros import conversions as conv
 
     result = random_result(args.splats)

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from skimage import data
 
-from noposplat_ros import pointcloud as pc
-from noposplat_ros.camera_model import CameraModel
-from noposplat_ros.image_decode import decode_compressed, decode_image
-from noposplat_ros.keyframes import KeyframeConfig, KeyframeSelector
+from noposplat_ros.outputs import pointcloud as pc
+from noposplat_ros.ingest.camera_model import CameraModel
+from noposplat_ros.ingest.image_decode import decode_compressed, decode_image
+from noposplat_ros.keyframes.selector import KeyframeConfig, KeyframeSelector
 from noposplat_ros.types import Frame, Gaussians, covariances_from_scales_rotations
 
 SIZES = ((640, 480), (1280, 720))

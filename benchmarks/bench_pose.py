@@ -20,10 +20,10 @@ import cv2
 import numpy as np
 import torch
 
-from noposplat_ros.datasets import load_motorcycle
+from noposplat_ros.fixtures.motorcycle import load_motorcycle
 from noposplat_ros.pose.metrics import rotation_error_deg, translation_direction_error_deg
 from noposplat_ros.pose.pnp import solve_pnp_official
-from noposplat_ros.camera_model import scale_intrinsics
+from noposplat_ros.ingest.camera_model import scale_intrinsics
 from noposplat_ros.pose.refine import RefineConfig, refine_pose, refine_pose_official
 from noposplat_ros.pose.se3 import perturbed_pose_np
 from noposplat_ros.types import rgb_to_sh_dc

@@ -48,8 +48,8 @@ def random_scene(n: int, seed: int, device: str) -> Gaussians:
 def motorcycle_scene(device: str):
     import cv2
 
-    from noposplat_ros.datasets import load_motorcycle
-    from noposplat_ros.camera_model import scale_intrinsics
+    from noposplat_ros.fixtures.motorcycle import load_motorcycle
+    from noposplat_ros.ingest.camera_model import scale_intrinsics
     from noposplat_ros.render.from_depth import gaussians_from_depth
 
     m = load_motorcycle()

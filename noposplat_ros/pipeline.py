@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from noposplat_ros import pointcloud
-from noposplat_ros.keyframes import KeyframeConfig, KeyframeSelector
-from noposplat_ros.trajectory import Trajectory, TrajectoryStep
+from noposplat_ros.outputs import pointcloud
+from noposplat_ros.keyframes.selector import KeyframeConfig, KeyframeSelector
+from noposplat_ros.pose.trajectory import Trajectory, TrajectoryStep
 from noposplat_ros.types import (
     LOST_POSE_VARIANCE,
     Frame,

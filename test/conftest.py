@@ -31,7 +31,7 @@ def conformance_dir() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def motorcycle():
-    from noposplat_ros.datasets import load_motorcycle
+    from noposplat_ros.fixtures.motorcycle import load_motorcycle
 
     return load_motorcycle()
 

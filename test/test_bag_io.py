@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from noposplat_ros import bag_io
-from noposplat_ros.moving_sequence import MotorcycleSequence
+from noposplat_ros.io import bag_io
+from noposplat_ros.fixtures.moving_sequence import MotorcycleSequence
 from noposplat_ros.types import Frame, Gaussians, PoseStatus, ScaleKind, covariances_from_scales_rotations
 
 
@@ -188,7 +188,7 @@ def test_splat_pair_type_hash_equals_rosidl_build():
 
 
 def _pair_result(index: int, stamp0_ns: int, stamp1_ns: int, n: int = 50, lost: bool = False):
-    from noposplat_ros import pointcloud
+    from noposplat_ros.outputs import pointcloud
     from noposplat_ros.pipeline import PairResult
     from noposplat_ros.transforms import make_T, quat_xyzw_to_matrix
 
@@ -214,7 +214,7 @@ def _pair_result(index: int, stamp0_ns: int, stamp1_ns: int, n: int = 50, lost: 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_output_bag_readable_by_rosbags_and_rclpy(tmp_path, storage):
-    from noposplat_ros.outputs import build_outputs
+    from noposplat_ros.outputs.records import build_outputs
 
     results = [
         _pair_result(0, 10**18, 10**18 + 5 * 10**8),
@@ -254,7 +254,7 @@ def test_output_bag_readable_by_rosbags_and_rclpy(tmp_path, storage):
     from sensor_msgs.msg import PointCloud2
     from tf2_msgs.msg import TFMessage
 
-    from noposplat_ros import pointcloud
+    from noposplat_ros.outputs import pointcloud
 
     for (_, raw), r in zip(raw_by_topic[bag_io.SPLAT_PAIR_TOPIC], results):
         m = deserialize_message(raw, SplatPair)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from noposplat_ros.camera_model import CameraInfoError, CameraModel
+from noposplat_ros.ingest.camera_model import CameraInfoError, CameraModel
 
 W, H = 640, 480
 K = np.array([[420.0, 0.0, 318.7], [0.0, 415.0, 243.2], [0.0, 0.0, 1.0]])

@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from noposplat_ros.checkpoint import CheckpointError, deduplicate_aliases, load_checkpoint_into, load_state_dict_file
+from noposplat_ros.predictors.network.checkpoint import CheckpointError, deduplicate_aliases, load_checkpoint_into, load_state_dict_file
 from noposplat_ros.cli import main as cli_main
-from noposplat_ros.network import NoPoSplatConfig, build_model
+from noposplat_ros.predictors.network import NoPoSplatConfig, build_model
 
 
 @pytest.fixture(scope="module")

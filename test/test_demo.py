@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from noposplat_ros.datasets import MOTORCYCLE_BASELINE_M, load_motorcycle
+from noposplat_ros.fixtures.motorcycle import MOTORCYCLE_BASELINE_M, load_motorcycle
 from noposplat_ros.io.ply import read_ply
 from noposplat_ros.transforms import direction_angle_deg, is_rigid, translation_quat_xyzw_to_T
 

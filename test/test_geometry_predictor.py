@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from noposplat_ros.predictors import make_predictor
-from noposplat_ros.camera_model import scale_intrinsics
+from noposplat_ros.ingest.camera_model import scale_intrinsics
 from noposplat_ros.predictors.geometry import GeometryConfig, GeometryPredictor, triangulate_rays
 from noposplat_ros.transforms import direction_angle_deg, invert_T, make_T, rotation_angle_deg
 from noposplat_ros.types import Frame, KeyframePair, PoseStatus, PredictionError, ScaleKind
@@ -266,7 +266,7 @@ def test_same_convention_as_the_noposplat_backend(synthetic):
        through the same stage gives the pose we estimated: same frame, same direction, |t| = 1.
     """
     from noposplat_ros.pose.pnp import solve_pnp_official
-    from noposplat_ros.preprocess import prepare_pair
+    from noposplat_ros.predictors.network.preprocess import prepare_pair
 
     pair, r, _, _, T_true = synthetic
     h, w = r.grid_hw
@@ -370,7 +370,7 @@ def test_make_predictor():
 
 
 def test_make_predictor_noposplat_with_tiny_weights(conformance_dir):
-    from noposplat_ros.network.config import MODEL_DIR
+    from noposplat_ros.predictors.network.config import MODEL_DIR
     from noposplat_ros.predictors.noposplat import NoPoSplatPredictor
 
     weights = conformance_dir / "noposplat_tiny_weights.safetensors"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from noposplat_ros.image_decode import (
+from noposplat_ros.ingest.image_decode import (
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
     UnsupportedEncodingError,

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from noposplat_ros import input_gate
-from noposplat_ros.input_gate import BACKWARDS_RESTART_COUNT, InputGate, Rejected
+from noposplat_ros.ingest import input_gate
+from noposplat_ros.ingest.input_gate import BACKWARDS_RESTART_COUNT, InputGate, Rejected
 from noposplat_ros.types import Frame
 
 H, W = 24, 32

@@ -11,7 +11,7 @@ import os
 import pathlib
 import sys
 
-from noposplat_ros.outputs import SCALE_KIND_CODES
+from noposplat_ros.outputs.records import SCALE_KIND_CODES
 from noposplat_ros.types import PoseStatus, ScaleKind
 
 # `ros2 topic info -v /tf` of a real Kilted amcl node (reference value in shared/docs/ros2_pip.md §3a).

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from noposplat_ros.keyframes import Decision, KeyframeConfig, KeyframeSelector
+from noposplat_ros.keyframes.selector import Decision, KeyframeConfig, KeyframeSelector
 from noposplat_ros.types import Frame
 
 CROP_W, CROP_H = 480, 360  # wider than the 320-px tracking image: exercises the downscale

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from noposplat_ros.network import NoPoSplatConfig, NoPoSplatNet, build_model
-from noposplat_ros.network.gaussian_adapter import GaussianAdapter
+from noposplat_ros.predictors.network import NoPoSplatConfig, NoPoSplatNet, build_model
+from noposplat_ros.predictors.network.gaussian_adapter import GaussianAdapter
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 OUT_FIELDS = {"means": "means", "covariances": "covariances", "harmonics": "harmonics",
@@ -155,7 +155,7 @@ def test_bad_input_shapes_raise(tiny_model):
 
 
 def test_model_presets_load():
-    from noposplat_ros.network.config import MODEL_DIR
+    from noposplat_ros.predictors.network.config import MODEL_DIR
 
     assert NoPoSplatConfig.from_json(MODEL_DIR / "noposplat_256.json") == NoPoSplatConfig.released(256)
     assert NoPoSplatConfig.from_json(MODEL_DIR / "noposplat_512.json") == NoPoSplatConfig.released(512)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from noposplat_ros.network.config import MODEL_DIR
+from noposplat_ros.predictors.network.config import MODEL_DIR
 from noposplat_ros.predictors.noposplat import NoPoSplatPredictor, resolve_precision
 from noposplat_ros.types import Frame, KeyframePair, PoseStatus, ScaleKind
 

@@ -21,8 +21,8 @@ from std_srvs.srv import Trigger  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from node_harness import REPO, STARTUP_TIMEOUT_S, node_command, spin_until, start_process, stop_process  # noqa: E402
-from noposplat_ros import pointcloud  # noqa: E402
-from noposplat_ros.datasets import MOTORCYCLE_BASELINE_M, load_motorcycle  # noqa: E402
+from noposplat_ros.outputs import pointcloud  # noqa: E402
+from noposplat_ros.fixtures.motorcycle import MOTORCYCLE_BASELINE_M, load_motorcycle  # noqa: E402
 from noposplat_ros.ros import conversions as conv  # noqa: E402
 from noposplat_ros.ros.diagnostics import diagnostics_values  # noqa: E402
 from noposplat_ros.ros.node import LATCHED_QOS, RELIABLE_QOS  # noqa: E402
@@ -230,7 +230,7 @@ def test_e2e_moving_sequence_chains_pairs(listener, tmp_path):
     the tf poses of its two keyframes (the chain is consistent)."""
     import cv2
 
-    from noposplat_ros.moving_sequence import MotorcycleSequence
+    from noposplat_ros.fixtures.moving_sequence import MotorcycleSequence
 
     seq = MotorcycleSequence(640, 480, scale=0.5, frames_per_view=3)
     folder = tmp_path / "frames"

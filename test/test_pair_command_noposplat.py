@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from noposplat_ros.cli import main as cli_main
-from noposplat_ros.network.config import MODEL_DIR
+from noposplat_ros.predictors.network.config import MODEL_DIR
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FIELDS = ("means", "scales", "rotations", "opacities", "harmonics", "covariances")
@@ -125,7 +125,7 @@ projection_matrix:
 
 
 def test_intrinsics_file_formats(tmp_path):
-    from noposplat_ros.intrinsics_file import IntrinsicsFileError, load_intrinsics
+    from noposplat_ros.io.intrinsics_file import IntrinsicsFileError, load_intrinsics
 
     calib = tmp_path / "calib.yaml"
     calib.write_text(CALIB_YAML)

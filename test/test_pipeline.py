@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from noposplat_ros import pointcloud
-from noposplat_ros.outputs import OutputFrames, build_outputs
+from noposplat_ros.outputs import pointcloud
+from noposplat_ros.outputs.records import OutputFrames, build_outputs
 from noposplat_ros.pipeline import Pipeline, PipelineConfig
 from noposplat_ros.transforms import direction_angle_deg, invert_T, is_rigid, make_T, quat_xyzw_to_matrix
 from noposplat_ros.types import LOST_POSE_VARIANCE, KeyframePair, PoseStatus, ScaleKind
@@ -130,7 +130,7 @@ def test_config_errors():
 
 def test_odometry_covariance_through_the_mount_matches_finite_differences(metric_run):
     """The odom covariance with a base extrinsic is J cov_world J^T; J checked numerically."""
-    from noposplat_ros.outputs import cam_pose_in_odom, odometry_covariance
+    from noposplat_ros.outputs.records import cam_pose_in_odom, odometry_covariance
 
     _, _, r = metric_run
     R_base_cam = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])

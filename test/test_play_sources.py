@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from noposplat_ros.commands.play import frames_from_args
-from noposplat_ros.moving_sequence import MotorcycleSequence
+from noposplat_ros.fixtures.moving_sequence import MotorcycleSequence
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -69,7 +69,7 @@ def test_video(tmp_path, seq, calib):
 
 
 def test_bag(tmp_path, seq):
-    from noposplat_ros.bag_io import frames_to_bag
+    from noposplat_ros.io.bag_io import frames_to_bag
 
     src = seq.frames(4)
     frames_to_bag(tmp_path / "bag", src)

@@ -12,7 +12,7 @@ import torch
 
 from noposplat_ros.pose.metrics import rotation_error_deg, translation_direction_error_deg
 from noposplat_ros.pose.pnp import solve_pnp_official
-from noposplat_ros.camera_model import scale_intrinsics
+from noposplat_ros.ingest.camera_model import scale_intrinsics
 from noposplat_ros.pose.refine import RefineConfig, refine_pose
 from noposplat_ros.pose.se3 import perturbed_pose_np
 from noposplat_ros.render import render

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from noposplat_ros.camera_model import scale_intrinsics
+from noposplat_ros.ingest.camera_model import scale_intrinsics
 from noposplat_ros.pose.metrics import rotation_error_deg
 from noposplat_ros.pose.refine import RefineConfig, refine_pose, ssim_structure
 from noposplat_ros.pose.se3 import exp_se3_np

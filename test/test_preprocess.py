@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from noposplat_ros.preprocess import prepare_pair, prepare_view
+from noposplat_ros.predictors.network.preprocess import prepare_pair, prepare_view
 
 
 def _K(fx, fy, cx, cy):

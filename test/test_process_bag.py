@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from noposplat_ros import bag_io
+from noposplat_ros.io import bag_io
 from noposplat_ros.cli import main as cli_main
-from noposplat_ros.moving_sequence import MotorcycleSequence
+from noposplat_ros.fixtures.moving_sequence import MotorcycleSequence
 
 # Half-size Motorcycle crops (320x240); the camera moves between the rig's two positions every
 # 4 frames, so the keyframe selector makes a pair about every 4 frames.
@@ -360,7 +360,7 @@ def _bag_with_odometry(path, frames, seq, child_frame, static_edges=()):
     right (x = baseline) position, as the Motorcycle sequence alternates between them."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
-    from noposplat_ros.datasets import MOTORCYCLE_BASELINE_M
+    from noposplat_ros.fixtures.motorcycle import MOTORCYCLE_BASELINE_M
 
     bag_io.frames_to_bag(path / "imgs", frames, storage="mcap")
     ts = bag_io.make_typestore()
@@ -422,7 +422,7 @@ def test_metric_scale_from_odometry_in_the_bag(tmp_path, motorcycle):
     odo = msgs[bag_io.ODOMETRY_TOPIC][0][1]
     assert odo.pose.pose.position.x == pytest.approx(baseline_m, abs=0.03)
     # metric splats: median depth of the first pair (camera 0 = left) near the ground truth's
-    from noposplat_ros import pointcloud
+    from noposplat_ros.outputs import pointcloud
 
     cloud = pairs[0].splats
     arr = np.frombuffer(cloud.data.tobytes(), dtype=pointcloud.dtype_from_fields(

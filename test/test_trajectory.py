@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from noposplat_ros.pose.se3 import exp_se3_np
-from noposplat_ros.trajectory import Trajectory
+from noposplat_ros.pose.trajectory import Trajectory
 from noposplat_ros.transforms import invert_T, rotation_angle_deg
 from noposplat_ros.types import Gaussians, PairReconstruction, PoseEstimate, PoseStatus, ScaleKind
 

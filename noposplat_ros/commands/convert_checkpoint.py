@@ -27,8 +27,8 @@ def convert(input_path: pathlib.Path, output_path: pathlib.Path, *, allow_pickle
     """Load, validate against the model's keys/shapes, write safetensors. Returns the number of tensors."""
     from safetensors.torch import save_file
 
-    from noposplat_ros.checkpoint import check_state_dict, deduplicate_aliases, load_state_dict_file
-    from noposplat_ros.network import NoPoSplatConfig, build_model
+    from noposplat_ros.predictors.network.checkpoint import check_state_dict, deduplicate_aliases, load_state_dict_file
+    from noposplat_ros.predictors.network import NoPoSplatConfig, build_model
 
     state = load_state_dict_file(input_path, allow_pickle=allow_pickle)
     cfg = NoPoSplatConfig.from_json(model_config) if model_config else NoPoSplatConfig.released(256)
@@ -43,7 +43,7 @@ def convert(input_path: pathlib.Path, output_path: pathlib.Path, *, allow_pickle
 
 
 def run(args: argparse.Namespace) -> int:
-    from noposplat_ros.checkpoint import CheckpointError
+    from noposplat_ros.predictors.network.checkpoint import CheckpointError
 
     if args.output.exists() and not args.force:
         print(f"error: {args.output} exists (use --force to overwrite)", file=sys.stderr)

@@ -68,7 +68,7 @@ def _node_command(args: argparse.Namespace, params_file: pathlib.Path | None) ->
         params["predictor"] = "geometry"
     baseline = args.metric_baseline_m
     if baseline is None and not (args.images or args.video or args.bag):
-        from noposplat_ros.datasets import MOTORCYCLE_BASELINE_M
+        from noposplat_ros.fixtures.motorcycle import MOTORCYCLE_BASELINE_M
 
         baseline = MOTORCYCLE_BASELINE_M
     if baseline:
@@ -145,12 +145,12 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one linear script
     from tf2_msgs.msg import TFMessage
 
     from noposplat_ros.io.ply import write_ply
-    from noposplat_ros.pointcloud import structured_to_gaussians
+    from noposplat_ros.outputs.pointcloud import structured_to_gaussians
     from noposplat_ros.ros import conversions as conv
     from noposplat_ros.ros.diagnostics import diagnostics_values
     from noposplat_ros.ros.node import LATCHED_QOS, RELIABLE_QOS
     from noposplat_ros.ros.tf import TF_QOS
-    from noposplat_ros.trajectory import write_tum
+    from noposplat_ros.pose.trajectory import write_tum
     from noposplat_ros.transforms import rotation_angle_deg
 
     rclpy.init(args=[])

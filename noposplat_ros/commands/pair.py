@@ -55,8 +55,8 @@ def read_image(path: pathlib.Path) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from noposplat_ros.checkpoint import CheckpointError
-    from noposplat_ros.intrinsics_file import IntrinsicsFileError, load_intrinsics
+    from noposplat_ros.predictors.network.checkpoint import CheckpointError
+    from noposplat_ros.io.intrinsics_file import IntrinsicsFileError, load_intrinsics
     from noposplat_ros.io.gaussians_file import save_gaussians, write_pose_json
     from noposplat_ros.io.ply import write_ply
     from noposplat_ros.types import Frame, KeyframePair, PredictionError

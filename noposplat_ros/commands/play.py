@@ -47,10 +47,10 @@ class Calibration:
 def load_calibration(path: str | pathlib.Path, width: int, height: int) -> Calibration:
     """Intrinsics (and distortion, when the file has a full calibration) for width x height images.
 
-    Files: see ``noposplat_ros.intrinsics_file`` (camera_info YAML, CameraInfo dump, fx/fy/cx/cy).
+    Files: see ``noposplat_ros.io.intrinsics_file`` (camera_info YAML, CameraInfo dump, fx/fy/cx/cy).
     """
-    from noposplat_ros.camera_model import CameraInfoError
-    from noposplat_ros.intrinsics_file import IntrinsicsFileError, load_intrinsics
+    from noposplat_ros.ingest.camera_model import CameraInfoError
+    from noposplat_ros.io.intrinsics_file import IntrinsicsFileError, load_intrinsics
 
     try:
         intr = load_intrinsics([path])[0]
@@ -65,7 +65,7 @@ def load_calibration(path: str | pathlib.Path, width: int, height: int) -> Calib
 
 def motorcycle_frames() -> list[PlayFrame]:
     """The two views of the Middlebury Motorcycle pair with their own intrinsics (cx differs)."""
-    from noposplat_ros.datasets import load_motorcycle
+    from noposplat_ros.fixtures.motorcycle import load_motorcycle
 
     gt = load_motorcycle()
     return [PlayFrame(gt.left.rgb, gt.left.K, gt.left.stamp_ns, T_odom_from_cam=np.eye(4)),
@@ -115,7 +115,7 @@ def video_frames(path: str, calibration: str, rate_hz: float | None) -> Iterator
 
 
 def bag_frames(path: str, image_topic: str | None, camera_info_topic: str | None) -> Iterator[PlayFrame]:
-    from noposplat_ros.bag_io import FrameSource, InputBag, Rejected, select_topics
+    from noposplat_ros.io.bag_io import FrameSource, InputBag, Rejected, select_topics
 
     with InputBag(path) as bag:
         topics = select_topics(bag.topics(), image_topic, camera_info_topic)

@@ -171,7 +171,7 @@ class _StopOnSigint:
 
 def prepare_output_dir(output: pathlib.Path, input_path: pathlib.Path, overwrite: bool) -> None:
     """Refuse an existing OUTPUT unless --overwrite, and then only delete what process-bag writes."""
-    from noposplat_ros.bag_io import BagError
+    from noposplat_ros.io.bag_io import BagError
 
     out_r, in_r = output.resolve(), input_path.resolve()
     if out_r == in_r or in_r in out_r.parents or out_r in in_r.parents:
@@ -201,7 +201,7 @@ def load_node_params(path: str | pathlib.Path) -> dict[str, Any]:
     Takes the section of ``/**``, ``noposplat_node`` or ``/noposplat_node`` (the first found)."""
     import yaml
 
-    from noposplat_ros.bag_io import BagError
+    from noposplat_ros.io.bag_io import BagError
 
     try:
         doc = yaml.safe_load(pathlib.Path(path).read_text()) or {}
@@ -231,7 +231,7 @@ def _pipeline_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """PipelineConfig the way the node builds it from its parameters (file, then flags), and the
     shell settings {odom_frame, base_frame, scale_odometry_topic, scale_odometry_max_gap_s,
     scale_odometry_min_m}."""
-    from noposplat_ros.keyframes import KeyframeConfig
+    from noposplat_ros.keyframes.selector import KeyframeConfig
     from noposplat_ros.pipeline import PipelineConfig
 
     p: dict[str, Any] = load_node_params(args.params_file) if args.params_file else {}
@@ -329,7 +329,7 @@ class _OdometryScale:
     def on_odometry(self, msg: Any) -> None:
         import numpy as np
 
-        from noposplat_ros.bag_io import stamp_ns
+        from noposplat_ros.io.bag_io import stamp_ns
 
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
         self.child_frame = msg.child_frame_id
@@ -352,8 +352,8 @@ class _OdometryScale:
 
 def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> RunStats:
     """The whole run; raises BagError/ValueError for bad input (before anything is written where possible)."""
-    from noposplat_ros import bag_io
-    from noposplat_ros.outputs import OutputFrames, build_outputs
+    from noposplat_ros.io import bag_io
+    from noposplat_ros.outputs.records import OutputFrames, build_outputs
 
     input_path, output = pathlib.Path(args.input), pathlib.Path(args.output)
     if args.max_frames is not None and args.max_frames <= 0:
@@ -484,7 +484,7 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from noposplat_ros.bag_io import BagError
+    from noposplat_ros.io.bag_io import BagError
 
     try:
         with _StopOnSigint() as stop:

@@ -1,1 +1,1 @@
-"""Relative pose of a keyframe pair: PnP on predicted centres, SE(3) helpers, photometric refinement."""
+"""Pose and trajectory: two-view and PnP poses, SE(3) helpers, photometric refinement, keyframe trajectory."""

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noposplat_ros.camera_model import scale_intrinsics
+from noposplat_ros.ingest.camera_model import scale_intrinsics
 from noposplat_ros.pose.se3 import exp_se3_torch
 from noposplat_ros.render import DEFAULT_NEAR_M, effective_sh_degree, render
 from noposplat_ros.types import Gaussians

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 import torch
 
-from noposplat_ros.camera_model import scale_intrinsics
+from noposplat_ros.ingest.camera_model import scale_intrinsics
 from noposplat_ros.transforms import make_T, matrix_to_quat_xyzw
 from noposplat_ros.types import (
     Gaussians,

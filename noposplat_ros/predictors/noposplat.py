@@ -17,10 +17,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from noposplat_ros.checkpoint import load_checkpoint_into
-from noposplat_ros.network import NoPoSplatConfig, NoPoSplatNet, build_model
-from noposplat_ros.network.model import NetOutput
-from noposplat_ros.preprocess import PreparedPair, prepare_pair
+from noposplat_ros.predictors.network.checkpoint import load_checkpoint_into
+from noposplat_ros.predictors.network import NoPoSplatConfig, NoPoSplatNet, build_model
+from noposplat_ros.predictors.network.model import NetOutput
+from noposplat_ros.predictors.network.preprocess import PreparedPair, prepare_pair
 from noposplat_ros.types import Gaussians, KeyframePair, PairReconstruction, PoseEstimate, PoseStatus, ScaleKind
 
 BACKEND_NAME = "noposplat"

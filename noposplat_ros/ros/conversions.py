@@ -16,7 +16,7 @@ from noposplat_msgs.msg import SplatPair
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
-from noposplat_ros.outputs import CloudRecord, HeaderRecord, OdometryRecord, SplatPairRecord
+from noposplat_ros.outputs.records import CloudRecord, HeaderRecord, OdometryRecord, SplatPairRecord
 from noposplat_ros.types import NS_PER_S, split_stamp_ns
 
 

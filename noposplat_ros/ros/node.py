@@ -31,9 +31,9 @@ from noposplat_msgs.msg import SplatPair
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 
-from noposplat_ros.input_gate import InputGate, Rejected
-from noposplat_ros.keyframes import KeyframeConfig
-from noposplat_ros.outputs import OutputFrames, build_outputs
+from noposplat_ros.ingest.input_gate import InputGate, Rejected
+from noposplat_ros.keyframes.selector import KeyframeConfig
+from noposplat_ros.outputs.records import OutputFrames, build_outputs
 from noposplat_ros.pipeline import PairResult, Pipeline, PipelineConfig
 from noposplat_ros.ros import conversions as conv
 from noposplat_ros.ros.diagnostics import NodeHealth, health_to_diagnostics
@@ -124,7 +124,7 @@ class NoPoSplatNode(LifecycleNode):
                 cfg = dataclasses.replace(self.pipeline.cfg.keyframes, **kf_changes).validate()
             except ValueError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
-            from noposplat_ros.keyframes import KeyframeSelector
+            from noposplat_ros.keyframes.selector import KeyframeSelector
 
             self.pipeline.cfg.keyframes = cfg
             self.pipeline.selector = KeyframeSelector(cfg)

@@ -12,7 +12,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
-from noposplat_ros.keyframes import KeyframeConfig
+from noposplat_ros.keyframes.selector import KeyframeConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -177,7 +177,7 @@ def publisher_main(argv: list[str] | None = None) -> int:
     """The soak's publisher process. Prints {"published": N, "injected": {fault: n}, ...} on stdout."""
     import cv2
 
-    from noposplat_ros.moving_sequence import MotorcycleSequence
+    from noposplat_ros.fixtures.moving_sequence import MotorcycleSequence
 
     p = argparse.ArgumentParser(prog="soak-publisher")
     p.add_argument("--duration-s", type=float, required=True)

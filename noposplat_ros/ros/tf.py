@@ -15,7 +15,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from tf2_msgs.msg import TFMessage
 
-from noposplat_ros.outputs import TransformRecord
+from noposplat_ros.outputs.records import TransformRecord
 from noposplat_ros.ros.conversions import ns_to_time, time_to_ns
 from noposplat_ros.transforms import invert_T, translation_quat_xyzw_to_T
 

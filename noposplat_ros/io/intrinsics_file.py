@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from noposplat_ros.camera_model import CameraInfoError, CameraModel
+from noposplat_ros.ingest.camera_model import CameraInfoError, CameraModel
 
 
 class IntrinsicsFileError(ValueError):

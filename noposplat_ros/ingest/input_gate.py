@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from noposplat_ros import image_decode
-from noposplat_ros.camera_model import CameraInfoError, CameraModel
+from noposplat_ros.ingest import image_decode
+from noposplat_ros.ingest.camera_model import CameraInfoError, CameraModel
 from noposplat_ros.types import Frame, format_stamp
 
 # The fault kinds of these rules (a subset of ros/diagnostics.FAULT_KINDS, same names).

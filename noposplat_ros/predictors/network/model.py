@@ -12,11 +12,11 @@ import warnings
 import torch
 from torch import nn
 
-from noposplat_ros.network.backbone import Backbone
-from noposplat_ros.network.blocks import CrossAttention, SelfAttention
-from noposplat_ros.network.config import NoPoSplatConfig
-from noposplat_ros.network.dpt import GaussianHead, PointHead
-from noposplat_ros.network.gaussian_adapter import GaussianAdapter, GaussianParams
+from noposplat_ros.predictors.network.backbone import Backbone
+from noposplat_ros.predictors.network.blocks import CrossAttention, SelfAttention
+from noposplat_ros.predictors.network.config import NoPoSplatConfig
+from noposplat_ros.predictors.network.dpt import GaussianHead, PointHead
+from noposplat_ros.predictors.network.gaussian_adapter import GaussianAdapter, GaussianParams
 
 
 @dataclasses.dataclass

@@ -11,7 +11,7 @@ import json
 import pathlib
 from typing import Any
 
-MODEL_DIR = pathlib.Path(__file__).resolve().parents[2] / "model"
+MODEL_DIR = pathlib.Path(__file__).resolve().parents[3] / "model"
 
 
 @dataclasses.dataclass(frozen=True)

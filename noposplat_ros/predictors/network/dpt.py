@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noposplat_ros.network.config import NoPoSplatConfig
+from noposplat_ros.predictors.network.config import NoPoSplatConfig
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:

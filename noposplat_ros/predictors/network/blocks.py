@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noposplat_ros.network.rope import apply_rope
+from noposplat_ros.predictors.network.rope import apply_rope
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # (cos, sin) tables (N, head_dim)
 

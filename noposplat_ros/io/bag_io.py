@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from noposplat_ros.input_gate import BACKWARDS_RESTART_COUNT, INPUT_FAULT_KINDS, InputGate, Rejected  # noqa: F401 (re-exported)
+from noposplat_ros.ingest.input_gate import BACKWARDS_RESTART_COUNT, INPUT_FAULT_KINDS, InputGate, Rejected  # noqa: F401 (re-exported)
 from noposplat_ros.types import Frame, split_stamp_ns
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -49,7 +49,7 @@ OUTPUT_TOPICS: dict[str, str] = {
 }
 STORAGES = ("mcap", "sqlite3")
 
-_REPO_MSG = pathlib.Path(__file__).resolve().parents[1] / "msg" / "msg" / "SplatPair.msg"
+_REPO_MSG = pathlib.Path(__file__).resolve().parents[2] / "msg" / "msg" / "SplatPair.msg"
 
 
 class BagError(RuntimeError):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from noposplat_ros.network.blocks import DecoderBlock, EncoderBlock
-from noposplat_ros.network.config import NoPoSplatConfig
-from noposplat_ros.network.rope import rope_tables, token_positions_yx
+from noposplat_ros.predictors.network.blocks import DecoderBlock, EncoderBlock
+from noposplat_ros.predictors.network.config import NoPoSplatConfig
+from noposplat_ros.predictors.network.rope import rope_tables, token_positions_yx
 
 
 class PatchEmbed(nn.Module):

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import torch
 
-from noposplat_ros.camera_model import scale_intrinsics
+from noposplat_ros.ingest.camera_model import scale_intrinsics
 
 # normalised fx/fy of the two views differing by more than this triggers a warning (official issue #44)
 INTRINSICS_MISMATCH_TOL = 0.05

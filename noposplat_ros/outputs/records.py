@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from noposplat_ros import pointcloud
+from noposplat_ros.outputs import pointcloud
 from noposplat_ros.pipeline import PairResult
 from noposplat_ros.transforms import T_to_translation_quat_xyzw, invert_T
 from noposplat_ros.types import LOST_POSE_VARIANCE, PoseStatus, ScaleKind

@@ -1,0 +1,1 @@
+"""Ingest: camera messages -> ``types.Frame`` (decode, camera model and undistortion, input rules)."""

@@ -1,0 +1,1 @@
+"""Keyframes: pick sparse keyframe pairs from a stream of ``Frame`` objects."""

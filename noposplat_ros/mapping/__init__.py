@@ -1,0 +1,1 @@
+"""Mapping: per-keyframe Gaussians fused into one bounded scene map in the odom frame."""

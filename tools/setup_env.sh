@@ -32,7 +32,7 @@ stamp_ok() { [ -f "$STATE/$1" ] && [ "$(cat "$STATE/$1")" = "$2" ]; }
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 # 1. pip requirements (re-run only when the requirement files change)
-REQS=("$ROOT/requirements/core.txt" "$ROOT/requirements/dev.txt")
+REQS=("$ROOT/requirements/core.txt" "$ROOT/requirements/dev.txt" "$ROOT/requirements/fleet.txt")
 [ "$SYSTEM_ROS" = 0 ] && REQS+=("$ROOT/requirements/ros.txt")
 H=$(hash_of "${REQS[@]}")
 if ! stamp_ok pip "$H"; then
@@ -85,6 +85,15 @@ if ! "$VPY" -c 'import tf2_msgs.msg' 2>/dev/null || [ -f "$STATE/iface_tf2_msgs"
   build_iface "$ROOT/tools/interfaces/tf2_msgs" tf2_msgs
 fi
 build_iface "$ROOT/msg" noposplat_msgs
+
+# 5. Debian packages the tests need: chromium for the splat viewer's browser test (headless,
+#    software WebGL). Installed only when missing and when we may (root, apt-get present); otherwise
+#    the browser tests skip with a message outside CI.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && [ "${NOPOSPLAT_SKIP_APT:-0}" != 1 ]; then
+  log "installing chromium (apt-get)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; } >"$VENV/var/apt.log" 2>&1 \
+    || { tail -20 "$VENV/var/apt.log" >&2; log "apt-get install chromium failed (log: $VENV/var/apt.log)"; }
+fi
 
 # 4. this package, editable (console scripts: noposplat-ros, noposplat-node)
 H=$(hash_of "$ROOT/setup.py" "$ROOT/package.xml")

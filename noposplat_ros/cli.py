@@ -16,6 +16,8 @@ COMMANDS = {
     "play": "play",
     "process-bag": "process_bag",
     "soak": "soak",
+    "view": "view",
+    "process-bags": "process_bags",
 }
 
 

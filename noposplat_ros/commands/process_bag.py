@@ -42,6 +42,11 @@ _OUR_ENTRIES = {BAG_DIR, PLY_DIR, TRAJECTORY_FILE, SUMMARY_FILE}
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="rosbag2 directory (metadata.yaml + .mcap or .db3)")
     p.add_argument("output", help="output directory (created; see --overwrite)")
+    add_run_options(p)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Every option but INPUT and OUTPUT (process-bags shares them)."""
     p.add_argument("--image-topic", default=None, help="Image or CompressedImage topic (default: auto-detect)")
     p.add_argument("--camera-info-topic", default=None, help="CameraInfo topic (default: next to the image topic, or the only one)")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="output bag storage (default mcap)")
@@ -89,6 +94,7 @@ class RunStats:
     pairs_lost: int = 0
     ply_files: int = 0
     interrupted: bool = False
+    seconds: float = 0.0  # wall time of process_bag, predictor load excluded when one is passed in
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -350,8 +356,23 @@ class _OdometryScale:
         return (baseline if baseline >= self.min_m else None), ""
 
 
-def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> RunStats:
-    """The whole run; raises BagError/ValueError for bad input (before anything is written where possible)."""
+def load_predictor(args: argparse.Namespace) -> Any:
+    """The predictor process_bag would build for ``args``; load it once and pass it to many runs."""
+    from noposplat_ros.io.bag_io import BagError
+    from noposplat_ros.predictors import make_predictor
+
+    cfg, _ = _pipeline_config(args)
+    try:
+        return make_predictor(cfg.resolved_backend(), **cfg.predictor_kwargs())
+    except Exception as exc:  # noqa: BLE001 - checkpoint/predictor load errors of any kind: one line
+        raise BagError(f"cannot load the {cfg.resolved_backend()} predictor: {' '.join(str(exc).split())}") from exc
+
+
+def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None, predictor: Any = None) -> RunStats:
+    """The whole run; raises BagError/ValueError for bad input (before anything is written where possible).
+
+    predictor: one already loaded by ``load_predictor(args)`` (the fleet runner reuses it across bags);
+    None loads it here."""
     from noposplat_ros.io import bag_io
     from noposplat_ros.outputs.records import OutputFrames, build_outputs
 
@@ -360,6 +381,7 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
         raise bag_io.BagError(f"--max-frames must be positive, got {args.max_frames}")
     cfg, shell = _pipeline_config(args)
     stats = RunStats()
+    t_start = time.monotonic()
     with bag_io.InputBag(input_path) as bag:
         bag_topics = bag.topics()
         topics = bag_io.select_topics(bag_topics, args.image_topic, args.camera_info_topic)
@@ -380,7 +402,7 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
         if output.exists() and not args.overwrite:  # fail before the (slow) predictor load
             prepare_output_dir(output, input_path, args.overwrite)
         try:
-            pipeline = Pipeline(cfg)
+            pipeline = Pipeline(cfg, predictor=predictor)
         except Exception as exc:  # noqa: BLE001 - checkpoint/predictor load errors of any kind: one line
             raise bag_io.BagError(f"cannot load the {cfg.resolved_backend()} predictor: {' '.join(str(exc).split())}") from exc
         prepare_output_dir(output, input_path, args.overwrite)
@@ -475,6 +497,7 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None) -> 
             out_bag.close()
             progress.finish(stats.frames, stats)
             pipeline.trajectory.to_tum(output / TRAJECTORY_FILE)
+            stats.seconds = round(time.monotonic() - t_start, 3)
             (output / SUMMARY_FILE).write_text(
                 json.dumps({**stats.as_dict(), "image_topic": topics.image, "camera_info_topic": topics.camera_info,
                             "scale_odometry_topic": odom.topic if odom else None,

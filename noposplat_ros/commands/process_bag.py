@@ -356,6 +356,15 @@ class _OdometryScale:
         return (baseline if baseline >= self.min_m else None), ""
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Raise ValueError/BagError for bad options (flags, params file) before any bag is opened."""
+    from noposplat_ros.io.bag_io import BagError
+
+    if args.max_frames is not None and args.max_frames <= 0:
+        raise BagError(f"--max-frames must be positive, got {args.max_frames}")
+    _pipeline_config(args)
+
+
 def load_predictor(args: argparse.Namespace) -> Any:
     """The predictor process_bag would build for ``args``; load it once and pass it to many runs."""
     from noposplat_ros.io.bag_io import BagError

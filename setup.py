@@ -18,7 +18,7 @@ setup(
         (f"share/{PACKAGE}/model", glob("model/*")),
     ],
     install_requires=["setuptools"],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest"], "fleet": ["ray[default]==2.60.0"]},  # fleet: process-bags on Ray
     zip_safe=False,
     maintainer="noposplat_ros developers",
     maintainer_email="dev@noposplat-ros.invalid",

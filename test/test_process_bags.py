@@ -234,3 +234,47 @@ def test_ray_is_imported_only_when_process_bags_runs():
             "import noposplat_ros.fleet.worker, noposplat_ros.fleet.output_dirs; print('ray' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "False", res.stderr
+
+
+def _bag_worker_pids() -> list[int]:
+    """Ray names its worker processes after the actor task they run (``ray::BagWorker.run``)."""
+    pids = []
+    for p in pathlib.Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and (p / "cmdline").read_bytes().startswith(b"ray::BagWorker.run"):
+                pids.append(int(p.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_worker_crash_fails_only_its_bag(ray_local, bags, tmp_path):
+    """The worker process dies (SIGKILL) in the middle of a bag: that bag fails with the reason,
+    the restarted worker processes the next bags."""
+    import threading
+
+    victim = tmp_path / "victim"
+    bag_io.frames_to_bag(victim, MotorcycleSequence(scale=0.5, frames_per_view=4).frames(60))
+    out = tmp_path / "out"
+    killed: list[int] = []
+
+    def kill_when_started() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            if any(p.name.startswith(".victim.partial-") for p in output_dirs.leftovers(out)):
+                for pid in _bag_worker_pids():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.1)
+
+    t = threading.Thread(target=kill_when_started, daemon=True)
+    t.start()
+    rc = cli_main(["process-bags", str(victim), str(bags["robot0"]), str(bags["robot1"]), "--out", str(out),
+                   "--predictor", "geometry", "--workers", "1"])
+    t.join()
+    assert killed, "the worker was never seen running the bag"
+    summary = json.loads((out / "summary.json").read_text())
+    by_name = {b["name"]: b for b in summary["bags"]}
+    assert rc == 2 and by_name["victim"]["status"] == "failed" and "worker died" in by_name["victim"]["error"]
+    assert by_name["robot0"]["status"] == by_name["robot1"]["status"] == "done"
+    assert not (out / "victim").exists() and output_dirs.leftovers(out) == []

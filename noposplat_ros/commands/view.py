@@ -107,7 +107,7 @@ def run_live(args: argparse.Namespace) -> int:
     from rclpy.executors import ExternalShutdownException
 
     from noposplat_ros.ros.viewer_node import ViewerNode
-    from noposplat_ros.viewer.live import LiveScene, build_display
+    from noposplat_ros.viewer.live import LayerCache, LiveScene, build_display
     from noposplat_ros.viewer.scene import view_from_pose
     from noposplat_ros.viewer.server import Pusher
 
@@ -118,13 +118,14 @@ def run_live(args: argparse.Namespace) -> int:
     viewer = _start_viewer(args)
     stop = _wait_for_stop()
     log = node.get_logger()
+    cache = LayerCache()
 
     def push() -> int:
-        scene = build_display(live, args.max_splats, args.fov_deg, node.map_topic)
+        scene = build_display(live, args.fov_deg, node.map_topic, cache)
         if scene.initial_view is not None:
             viewer.set_initial_view(scene.initial_view)
-        viewer.show_splats("/map", scene.map_splats)
-        viewer.show_splats("/pair", scene.pair_splats, visible=bool(viewer.show_pair.value))
+        viewer.show_splats("/map", scene.map_splats, key=scene.map_key)
+        viewer.show_splats("/pair", scene.pair_splats, visible=bool(viewer.show_pair.value), key=scene.pair_key)
         size = 0.1 * float(np.linalg.norm(scene.initial_view.look_at - scene.initial_view.position)) \
             if scene.initial_view is not None else 0.1
         viewer.show_cameras_and_path(scene.keyframe_poses, scene.fov_rad, scene.aspect, size)

@@ -58,6 +58,7 @@ class ViewerNode(Node):
         prefix = splat_node.strip("/")
         self.map_topic = self.resolve_topic_name(f"{prefix}/map")
         self._last_stamp1_ns = -1
+        self._source: bytes | None = None  # DDS participant of the splat node we listen to
         self.create_subscription(PointCloud2, f"{prefix}/map", self._on_map, LATCHED_QOS)
         self.create_subscription(SplatPair, f"{prefix}/splat_pair", self._on_pair, LATCHED_QOS)
         self.create_subscription(Odometry, f"{prefix}/odometry", self._on_odometry, RELIABLE_QOS)
@@ -65,19 +66,38 @@ class ViewerNode(Node):
         self.get_logger().info(f"listening to {self.resolve_topic_name(prefix + '/splat_pair')}, "
                                f"{self.map_topic}, {self.resolve_topic_name(prefix + '/odometry')}")
 
-    def _on_map(self, msg: PointCloud2) -> None:
+    def _same_source(self, info: dict | None) -> None:
+        """Clear the view when the messages come from another process (the splat node restarted: new odom).
+
+        The DDS GUID prefix (first 12 bytes of the publisher GID) is the same for every publisher of
+        one participant, so map, pair and odometry of one node agree.
+        """
+        gid = (info or {}).get("publisher_gid") or {}
+        source = bytes(gid.get("data", b""))[:12]
+        if not source:
+            return
+        if self._source is not None and source != self._source:
+            self.get_logger().info("messages from a new splat node process (restarted): view cleared")
+            self._last_stamp1_ns = -1
+            self.live.clear()
+        self._source = source
+
+    def _on_map(self, msg: PointCloud2, info: dict) -> None:
+        self._same_source(info)
         self.live.set_map(conv.cloud_msg_to_structured(msg))
 
-    def _on_pair(self, msg: SplatPair) -> None:
+    def _on_pair(self, msg: SplatPair, info: dict) -> None:
+        self._same_source(info)
         pair = splat_pair_input(msg)
         if pair.stamp1_ns <= self._last_stamp1_ns:
-            # stamps went back: the node (or its input) restarted with a new odom origin
-            self.get_logger().info("pair stamps went back (node or input restarted): view cleared")
+            # stamps went back: the input restarted (the node resets its trajectory then)
+            self.get_logger().info("pair stamps went back (input restarted): view cleared")
             self.live.clear()
         self._last_stamp1_ns = pair.stamp1_ns
         self.live.add_pair(pair)
 
-    def _on_odometry(self, msg: Odometry) -> None:
+    def _on_odometry(self, msg: Odometry, info: dict) -> None:
+        self._same_source(info)
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
         T = translation_quat_xyzw_to_T(np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w]))
         self.live.add_pose(conv.time_to_ns(msg.header.stamp), T)

@@ -19,7 +19,7 @@ import numpy as np
 
 from noposplat_ros.outputs.pointcloud import structured_to_gaussians
 from noposplat_ros.viewer.scene import SplatArrays, ViewCamera, empty_splats, gaussians_to_splats, median_depth, \
-    thin_for_display, view_from_pose
+    view_from_pose
 
 DEFAULT_FOV_DEG = 60.0
 
@@ -42,7 +42,7 @@ class PairInput:
 class DisplayScene:
     """What the browser shows. Splats and poses in odom.
 
-    map_splats / pair_splats: SplatArrays (already thinned). keyframe_poses: (M, 4, 4) T_odom_from_cam,
+    map_splats / pair_splats: SplatArrays (not thinned; map_key / pair_key identify their content). keyframe_poses: (M, 4, 4) T_odom_from_cam,
     oldest first. initial_view: the first keyframe's camera, once known. aspect: width / height.
     """
 
@@ -54,6 +54,8 @@ class DisplayScene:
     aspect: float
     status_markdown: str
     version: int
+    map_key: tuple = ()  # equal keys: the layer did not change since the last push
+    pair_key: tuple = ()
 
 
 class LiveScene:
@@ -93,10 +95,8 @@ class LiveScene:
     def set_camera(self, K_px: np.ndarray, height_px: int, width_px: int) -> None:
         """Intrinsics of the node's input camera (for the view's fov and the frustums' aspect)."""
         with self._lock:
-            if self.image_hw == (height_px, width_px) and self.K_px is not None and np.array_equal(self.K_px, K_px):
-                return  # camera_info repeats every frame: not a change
+            # stored for the next push, not a change of its own: camera_info comes with every frame
             self.K_px, self.image_hw = np.asarray(K_px, np.float64), (int(height_px), int(width_px))
-            self._bump()
 
     def clear(self) -> None:
         """Forget everything (the node restarted with a new odom frame origin)."""
@@ -127,32 +127,55 @@ def pair_pose_in_odom(pair: PairInput, poses_by_stamp: dict[int, np.ndarray]) ->
     return poses_by_stamp.get(pair.stamp0_ns)
 
 
-def build_display(live: LiveScene, max_splats: int, fov_deg: float = DEFAULT_FOV_DEG,
-                  map_topic: str = "map") -> DisplayScene:
+class LayerCache:
+    """Splats already built from earlier pushes: each pair's (keyed by stamps and placement) and the map's.
+
+    Only the pusher thread touches it, so it needs no lock.
+    """
+
+    def __init__(self) -> None:
+        self.pairs: dict[tuple, SplatArrays] = {}
+        self.map_cloud: np.ndarray | None = None
+        self.map_splats: SplatArrays | None = None
+
+
+def _pair_key(pair: PairInput, T_odom_from_cam0: np.ndarray) -> tuple:
+    return (pair.stamp0_ns, pair.stamp1_ns, len(pair.cloud), T_odom_from_cam0.tobytes())
+
+
+def build_display(live: LiveScene, fov_deg: float = DEFAULT_FOV_DEG,
+                  map_topic: str = "map", cache: LayerCache | None = None) -> DisplayScene:
     """Snapshot ``live`` and build the display scene (the slow part; runs off the ROS callbacks).
 
     The map layer is the node's map when one arrived; until then, every pair seen so far (at most
     ``max_pairs`` of ``LiveScene``) placed in odom, so the view grows with the first pairs either way.
+    The first view is the first keyframe's pose with the wider of the camera's vertical fov (from
+    camera_info) and ``fov_deg``, so the familiar picture sits in some context. ``cache`` keeps
+    the splats of unchanged layers between pushes.
     """
+    cache = cache if cache is not None else LayerCache()
     version, map_cloud, pairs, poses, K, hw, seen = live.snapshot()
     placed: list[tuple[PairInput, np.ndarray]] = []
-    first_pose: np.ndarray | None = None
     for pair in pairs:
         T = pair_pose_in_odom(pair, poses)
         if T is None and not placed:
             T = np.eye(4)  # the first pair defines odom (its camera 0 is the odom origin)
         if T is not None:
             placed.append((pair, T))
-            if first_pose is None:
-                first_pose = T
-    # per-pair splats in odom; the latest pair is its own layer
-    pair_layers = [gaussians_to_splats(structured_to_gaussians(p.cloud)).transformed(T) for p, T in placed]
+    first_pose = placed[0][1] if placed else None
+    # per-pair splats in odom (built once per pair and placement); the latest pair is its own layer
+    keys = [_pair_key(p, T) for p, T in placed]
+    cache.pairs = {k: cache.pairs.get(k) or gaussians_to_splats(structured_to_gaussians(p.cloud)).transformed(T)
+                   for k, (p, T) in zip(keys, placed)}
+    pair_layers = [cache.pairs[k] for k in keys]
     latest = pair_layers[-1] if pair_layers else empty_splats()
     if map_cloud is not None:
-        map_splats = gaussians_to_splats(structured_to_gaussians(map_cloud))
+        if cache.map_cloud is not map_cloud:
+            cache.map_cloud, cache.map_splats = map_cloud, gaussians_to_splats(structured_to_gaussians(map_cloud))
+        map_splats, map_key = cache.map_splats, ("map", id(map_cloud))
         map_source = f"`{map_topic}` ({len(map_cloud):,} splats)"
     else:
-        map_splats = SplatArrays.concat(pair_layers)
+        map_splats, map_key = SplatArrays.concat(pair_layers), ("pairs", tuple(keys))
         map_source = f"pairs so far ({map_splats.num:,} splats; no `{map_topic}` received)"
 
     keyframes = sorted(poses.items())
@@ -164,11 +187,10 @@ def build_display(live: LiveScene, max_splats: int, fov_deg: float = DEFAULT_FOV
     if first_pose is None and len(keyframe_poses):
         first_pose = keyframe_poses[0]
 
+    fov_rad, aspect = float(np.deg2rad(fov_deg)), 4.0 / 3.0
     if K is not None and hw is not None:
-        fov_rad = 2.0 * np.arctan(0.5 * hw[0] / K[1, 1])
+        fov_rad = max(fov_rad, float(2.0 * np.arctan(0.5 * hw[0] / K[1, 1])))
         aspect = hw[1] / hw[0]
-    else:
-        fov_rad, aspect = np.deg2rad(fov_deg), 4.0 / 3.0
     view = None
     if first_pose is not None:
         fy = 0.5 / np.tan(0.5 * fov_rad)
@@ -182,8 +204,8 @@ def build_display(live: LiveScene, max_splats: int, fov_deg: float = DEFAULT_FOV
     else:
         lines.append("**last pair**: none yet (waiting for the node)")
     return DisplayScene(
-        map_splats=thin_for_display(map_splats, max_splats),
-        pair_splats=thin_for_display(latest, max_splats),
-        keyframe_poses=keyframe_poses, initial_view=view, fov_rad=float(fov_rad), aspect=float(aspect),
+        map_splats=map_splats, pair_splats=latest,
+        keyframe_poses=keyframe_poses, initial_view=view, fov_rad=fov_rad, aspect=float(aspect),
         status_markdown="  \n".join(lines), version=version,
+        map_key=map_key, pair_key=(keys[-1] if keys else None,),
     )

@@ -60,6 +60,7 @@ class SplatViewer:
         self._pair_handle = None
         self._pushes = 0
         self._handles: dict[str, object] = {}  # layer name -> viser scene node
+        self._keys: dict[str, object] = {}  # layer name -> key of what it shows (skip unchanged pushes)
         gui = self.server.gui
         self.status = gui.add_markdown("waiting for data ...")
         self.show_pair = gui.add_checkbox("Show latest pair", initial_value=False,
@@ -114,8 +115,19 @@ class SplatViewer:
         if handle is not None:
             handle.visible = visible
 
-    def show_splats(self, name: str, splats: SplatArrays, visible: bool = True) -> None:
-        """Add or replace one splat layer (thinned to ``max_splats``); an empty layer is removed."""
+    def _unchanged(self, name: str, key: object) -> bool:
+        if key is not None and name in self._keys and self._keys[name] == key:
+            return True
+        self._keys[name] = key
+        return False
+
+    def show_splats(self, name: str, splats: SplatArrays, visible: bool = True, key: object = None) -> None:
+        """Add or replace one splat layer (thinned to ``max_splats``); an empty layer is removed.
+
+        key: identifies the content; a push with the key of what is shown sends nothing.
+        """
+        if self._unchanged(name, key):
+            return
         old = self._handles.pop(name, None)
         if splats.num == 0:
             if old is not None:
@@ -131,6 +143,8 @@ class SplatViewer:
 
         T_world_from_cams: (M, 4, 4), oldest first; the newest is drawn in another colour.
         """
+        if self._unchanged("/keyframes", (T_world_from_cams.tobytes(), fov_rad, aspect, frustum_size)):
+            return
         old = self._handles.pop("/keyframes", None)
         if old is not None:
             old.remove()
@@ -142,7 +156,7 @@ class SplatViewer:
             newest = i == len(T_world_from_cams) - 1
             self.server.scene.add_camera_frustum(
                 f"/keyframes/{i:05d}", fov=fov_rad, aspect=aspect, scale=frustum_size,
-                thickness=0.05 * frustum_size, color=LATEST_FRUSTUM_COLOR if newest else FRUSTUM_COLOR,
+                thickness=2.0, thickness_units="screen", color=LATEST_FRUSTUM_COLOR if newest else FRUSTUM_COLOR,
                 wxyz=wxyz_from_rotation(T[:3, :3]), position=T[:3, 3])
         segments = trajectory_segments(T_world_from_cams[:, :3, 3])
         if len(segments):

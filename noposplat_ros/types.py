@@ -203,6 +203,11 @@ class PairReconstruction:
       over ``grid_hw``; units per ``scale_kind`` (unit_baseline from a predictor).
     grid_hw: (H, W) of each view's per-pixel Gaussian grid (the network resolution for noposplat).
     K_grid: (2, 3, 3) float64 pixel intrinsics of each view at ``grid_hw``.
+    matches_px: optional (M, 4) float64 inlier matches [u0, v0, u1, v1] of the pose, in kf0 / kf1
+      input-image pixels (the pose's own evidence; None where the backend has none).
+    points_cam0: optional (M, 3) float64 points of those matches triangulated in camera 0's frame in
+      ``scale_kind`` units (unit baseline from a predictor); NaN rows where not triangulable
+      (too little parallax, behind a camera). Same rows as ``matches_px``.
     """
 
     gaussians: Gaussians
@@ -215,6 +220,8 @@ class PairReconstruction:
     grid_hw: tuple[int, int]
     K_grid: np.ndarray
     timings_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    matches_px: np.ndarray | None = None
+    points_cam0: np.ndarray | None = None
 
 
 class PredictionError(RuntimeError):

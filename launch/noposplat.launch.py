@@ -2,6 +2,7 @@
 
     ros2 launch noposplat_ros noposplat.launch.py image:=/camera/image_raw camera_info:=/camera/camera_info
     ros2 launch noposplat_ros noposplat.launch.py image_transport:=compressed checkpoint:=/data/re10k.safetensors
+    ros2 launch noposplat_ros noposplat.launch.py viewer:=true   # + the splats in a browser, http://localhost:8080
 
 The node is a lifecycle node that configures and activates itself (parameter auto_activate); with a
 lifecycle manager set auto_activate:=false.
@@ -38,6 +39,11 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("odom_frame", default_value="odom", description="parent frame of tf/odometry"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
         DeclareLaunchArgument("rviz", default_value="false", description="start RViz2 with the bundled config"),
+        DeclareLaunchArgument("viewer", default_value="false",
+                              description="start the web splat viewer (noposplat-ros view --live)"),
+        DeclareLaunchArgument("viewer_host", default_value="127.0.0.1",
+                              description="viewer address (0.0.0.0: every interface; prefer an SSH tunnel)"),
+        DeclareLaunchArgument("viewer_port", default_value="8080", description="viewer HTTP port"),
     ]
     node = LifecycleNode(
         package="noposplat_ros",
@@ -71,4 +77,17 @@ def generate_launch_description() -> LaunchDescription:
         condition=IfCondition(LaunchConfiguration("rviz")),
         parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
     )
-    return LaunchDescription(args + [node, rviz])
+    # the web splat viewer: its own process, like rviz2 (it reads the node's map, pairs and odometry)
+    viewer = Node(
+        package="noposplat_ros",
+        executable="noposplat-ros",
+        name="noposplat_viewer",
+        namespace=LaunchConfiguration("namespace"),
+        output="screen",
+        arguments=["view", "--live", "--node", "noposplat_node", "--host", LaunchConfiguration("viewer_host"),
+                   "--port", LaunchConfiguration("viewer_port")],
+        condition=IfCondition(LaunchConfiguration("viewer")),
+        parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
+        remappings=[("camera_info", LaunchConfiguration("camera_info"))],
+    )
+    return LaunchDescription(args + [node, rviz, viewer])

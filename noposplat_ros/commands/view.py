@@ -119,6 +119,7 @@ def run_live(args: argparse.Namespace) -> int:
     stop = _wait_for_stop()
     log = node.get_logger()
     cache = LayerCache()
+    viewer.set_status(f"waiting for the node: `{node.resolve_topic_name(args.node.strip('/') + '/splat_pair')}`")
 
     def push() -> int:
         scene = build_display(live, args.fov_deg, node.map_topic, cache)

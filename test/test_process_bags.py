@@ -187,6 +187,15 @@ def test_resume_skips_finished_bags(fleet_run, bags, capsys):
     assert [b["status"] for b in summary["bags"]] == ["skipped"] * 3 + ["failed"] * 2
     assert [b["frames"] for b in summary["bags"][:3]] == list(BAG_FRAMES)
     assert {n: (out / n / output_dirs.DONE_MARKER).stat().st_mtime_ns for n in markers} == markers  # untouched
+    # --overwrite replaces a complete output by a swap: same content, new marker, nothing left aside
+    before = _tree(out / "robot0")
+    assert cli_main(["process-bags", str(bags["robot0"]), "--out", str(out), "--predictor", "geometry", "--overwrite"]) == 0
+    after = _tree(out / "robot0")
+    assert (out / "robot0" / output_dirs.DONE_MARKER).stat().st_mtime_ns != markers["robot0"]
+    for k in before:
+        if k not in (output_dirs.DONE_MARKER, "summary.json"):
+            assert after[k] == before[k], k
+    assert output_dirs.leftovers(out) == []
 
 
 def test_bad_usage_is_one_line(tmp_path, bags, capsys):
@@ -250,7 +259,7 @@ def _bag_worker_pids() -> list[int]:
 
 def test_a_worker_crash_fails_only_its_bag(ray_local, bags, tmp_path):
     """The worker process dies (SIGKILL) in the middle of a bag: that bag fails with the reason,
-    the restarted worker processes the next bags."""
+    a new worker processes the next bags."""
     import threading
 
     victim = tmp_path / "victim"
@@ -276,5 +285,6 @@ def test_a_worker_crash_fails_only_its_bag(ray_local, bags, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     by_name = {b["name"]: b for b in summary["bags"]}
     assert rc == 2 and by_name["victim"]["status"] == "failed" and "worker died" in by_name["victim"]["error"]
-    assert by_name["robot0"]["status"] == by_name["robot1"]["status"] == "done"
+    assert by_name["robot0"]["status"] == by_name["robot1"]["status"] == "done", summary
     assert not (out / "victim").exists() and output_dirs.leftovers(out) == []
+

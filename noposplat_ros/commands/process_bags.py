@@ -164,9 +164,10 @@ def _schedule(ray: Any, args: argparse.Namespace, jobs: list[output_dirs.BagJob]
         show(0)
         return outcomes, False, 0.0
     n_workers = _worker_count(ray, args, len(jobs))
-    # max_restarts: a worker that crashes (segfault, OOM kill) comes back for the next bag; the bag it
-    # was running is not retried (max_task_retries=0): it fails, with the reason.
-    actor_cls = ray.remote(num_cpus=args.cpus_per_bag, num_gpus=args.gpus_per_bag, max_restarts=-1,
+    # A worker that crashes (segfault, OOM kill) fails the bag it was running (not retried: it would
+    # likely crash again) and is replaced by a new actor. Not Ray's max_restarts: a task sent while the
+    # driver has not yet seen the death would fail too.
+    actor_cls = ray.remote(num_cpus=args.cpus_per_bag, num_gpus=args.gpus_per_bag, max_restarts=0,
                            max_task_retries=0)(BagWorker)
     options = bag_options(args)
     workers = [actor_cls.remote(options) for _ in range(n_workers)]
@@ -184,7 +185,6 @@ def _schedule(ray: Any, args: argparse.Namespace, jobs: list[output_dirs.BagJob]
             ready, _ = ray.wait(list(running), num_returns=1, timeout=max(min(interval_s, 0.5), 0.05))  # short: Ctrl-C reacts
             for ref in ready:
                 job, worker = running.pop(ref)
-                idle.append(worker)
                 try:
                     outcomes[job.name] = BagOutcome.from_dict(ray.get(ref))
                 except RayTaskError as exc:  # the bag's own error (corrupt bag, missing topic, crash in the core)
@@ -193,6 +193,10 @@ def _schedule(ray: Any, args: argparse.Namespace, jobs: list[output_dirs.BagJob]
                 except RayActorError as exc:  # the worker process died under this bag
                     outcomes[job.name] = BagOutcome(job.name, str(job.input_path), FAILED,
                                                     error=f"worker died: {one_line(exc)}"[:2000])
+                    workers.remove(worker)
+                    worker = actor_cls.remote(options)
+                    workers.append(worker)
+                idle.append(worker)
                 if outcomes[job.name].status == FAILED:
                     output_dirs.discard(job)
                     print(f"process-bags: {job.name}: failed: {outcomes[job.name].error}", file=sys.stderr, flush=True)
@@ -239,10 +243,15 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     own_ray = not ray.is_initialized()
     if own_ray:
-        if args.ray_address:
-            ray.init(address=args.ray_address)
-        else:
-            ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+        try:
+            if args.ray_address:
+                ray.init(address=args.ray_address)
+            else:
+                ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+        except Exception as exc:  # noqa: BLE001 - Ray raises several types (ConnectionError, RuntimeError, ...)
+            where = f"join the Ray cluster at {args.ray_address}" if args.ray_address else "start a local Ray"
+            print(f"process-bags: error: cannot {where}: {one_line(exc)}", file=sys.stderr)
+            return EXIT_ERROR
     try:
         with _StopOnSigint() as stop:  # after ray.init, so our handler is the one in place
             outcomes, interrupted, wall_s = _schedule(ray, args, todo, skipped, out_dir, stop)

@@ -39,7 +39,7 @@ class BagWorker:
             if self.predictor is None:
                 self.predictor = load_predictor(args)
                 self.predictor_loads += 1
-            output_dirs.discard(job)  # a restarted worker may find its own earlier attempt
+            output_dirs.discard(job)  # start clean, whatever an earlier attempt left
             stats = process_bag(args, predictor=self.predictor)
             outcome = BagOutcome(
                 name=job.name, input=str(job.input_path), status=DONE, frames=stats.frames, pairs=stats.pairs,

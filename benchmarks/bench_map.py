@@ -1,0 +1,106 @@
+"""Scene map speed: fusing one pair (2 x 256 x 256 = 131k Gaussians) into a ~1M-Gaussian map, and the
+PointCloud2 records (splat schema v1) of a 1M map. Prints medians and ``uptime`` before and after.
+
+The map is filled with disjoint copies of a real view (general-motion fixture, true depth) placed
+10 m apart, so ~1M Gaussians take part in every association; the timed pair overlaps the copy at the
+origin (mostly merged), each repeat with a slightly moved camera.
+
+    .venv/bin/python benchmarks/bench_map.py [--device cpu|cuda] [--map 1000000] [--repeats 7] [--threads 0]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import time
+
+import numpy as np
+import torch
+
+from noposplat_ros.fixtures import general_motion as gm
+from noposplat_ros.mapping.scene_map import MapConfig, SceneMap
+from noposplat_ros.outputs import pointcloud
+from noposplat_ros.render.from_depth import gaussians_from_depth
+from noposplat_ros.types import Gaussians
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--map", type=int, default=1_000_000, help="Gaussians in the map before timing")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print("before:", uptime(), f"| torch threads {torch.get_num_threads()}, device {args.device}")
+    hw = (256, 256)
+    K = gm.camera_K(40.0, hw)
+    zc = gm.load_scene().median_depth_m
+    T0 = gm.pose(None, np.array([-0.1 * zc, 0.0, 0.0]))
+    T1 = gm.pose(None, np.array([-0.06 * zc, 0.0, 0.0]))
+    v0, v1 = gm.render_view(T0, K, hw), gm.render_view(T1, K, hw)
+    T01 = np.linalg.inv(T0) @ T1
+    # every pixel a Gaussian (holes at a constant far depth), as a predictor gives 2 x H x W
+    d0 = np.where(np.isfinite(v0.depth_m), v0.depth_m, 3 * zc)
+    d1 = np.where(np.isfinite(v1.depth_m), v1.depth_m, 3 * zc)
+    g0 = gaussians_from_depth(v0.rgb, d0, K)
+    g1 = gaussians_from_depth(v1.rgb, d1, K)
+    R, t = torch.as_tensor(T01[:3, :3], dtype=torch.float32), torch.as_tensor(T01[:3, 3], dtype=torch.float32)
+    g1.means = g1.means @ R.T + t  # view 1 into camera 0's frame
+    pair = Gaussians.concat([g0, g1]).to(args.device)
+    cfg = MapConfig(max_gaussians=max(args.map + 2 * pair.num, 1), device=args.device)
+    smap = SceneMap(cfg)
+    copies = 0
+    t_fill = time.perf_counter()
+    while smap.num_gaussians < args.map:
+        T = np.eye(4)
+        T[0, 3] = 10.0 * copies
+        smap.insert(pair, K, hw, stamp_ns=copies, T_world_from_cam0=T)
+        copies += 1
+    print(f"map filled: {smap.num_gaussians} Gaussians from {copies} disjoint copies in "
+          f"{time.perf_counter() - t_fill:.1f} s, {smap.memory_bytes() / 2**20:.0f} MiB")
+    times, merged = [], []
+    rng = np.random.default_rng(0)
+    for i in range(args.repeats):
+        T = np.eye(4)
+        T[:3, 3] = rng.normal(0, 0.002 * zc, 3)  # a revisit of the copy at the origin
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        st = smap.insert(pair, K, hw, stamp_ns=10_000 + i, T_world_from_cam0=T)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(st.fusion_s)
+        merged.append(st.merged)
+    print(f"fusion of a {pair.num}-Gaussian pair into a {smap.num_gaussians}-Gaussian map: median "
+          f"{1e3 * statistics.median(times):.1f} ms (min {1e3 * min(times):.1f}, n={len(times)}; "
+          f"merged {int(statistics.median(merged))}, last added {st.added})")
+    g = smap.fused()
+    g1m = g.subset(torch.arange(min(args.map, g.num), device=g.means.device)).to("cpu")
+    pc_times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        arr = pointcloud.gaussians_to_structured(g1m)
+        pc_times.append(time.perf_counter() - t0)
+    print(f"PointCloud2 records of a {arr.shape[0]}-Gaussian map: median {1e3 * statistics.median(pc_times):.1f} ms "
+          f"(min {1e3 * min(pc_times):.1f})")
+    fb = []
+    for _ in range(3):
+        smap.version += 1  # force a rebuild of the world-frame Gaussians
+        t0 = time.perf_counter()
+        smap.fused()
+        fb.append(time.perf_counter() - t0)
+    print(f"fused() world-frame map build: median {1e3 * statistics.median(fb):.1f} ms")
+    print("after:", uptime())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,522 @@
+"""The scene map: every keyframe pair's Gaussians fused into one bounded map (no rclpy).
+
+    smap = SceneMap(MapConfig(max_gaussians=1_000_000))
+    smap.update_poses(trajectory.poses())                # re-optimised keyframe poses move the map
+    smap.insert(gaussians_cam0, K_grid0, grid_hw, stamp0_ns, T_world_from_cam0, segment)
+    g = smap.fused()                                     # types.Gaussians in the world (odom) frame
+
+Storage: each Gaussian lives in the optical frame of the keyframe that added it (its *owner*, camera 0
+of a pair, in the trajectory step's units) with a confidence (opacity x viewing-distance weight x pose
+weight, accumulated over merges and capped at ``max_weight``). The world map is built from the
+current keyframe poses, so a pose-graph update moves the Gaussians without re-running a predictor.
+
+Fusion of a pair (``fusion``): the map (current segment) is z-buffered into the pair's camera-0 grid;
+a new Gaussian whose depth agrees with the map's within ``depth_tolerance`` (relative) in a
+(2 ``assoc_radius_px`` + 1)^2 window is merged into that map Gaussian (confidence-weighted mean of
+position, log-scale, rotation, opacity, colour); one lying behind the map surface is dropped (occluded
+in this view); the rest are deduplicated per pixel (the nearest wins, others within the tolerance merge
+into it) and added. Pruned on the way in: low opacity, oversized (largest std > ``max_scale_px`` pixel
+footprints) and isolated ones (fewer than ``min_neighbors`` depth-consistent neighbours in 3x3 px —
+flying pixels at depth edges). A still camera or a revisit therefore adds ~nothing.
+
+Bounds: at most ``max_gaussians`` (evicting the lowest confidence x recency first), optionally only
+within ``radius_m`` of the newest keyframe. Segments: a pair of a new trajectory segment (after a
+LOST) starts a new submap; association and ``fused()`` work per segment (default: the newest), so two
+unconnected frames are never mixed. Colour: the SH DC term only (degree 0) — higher bands would
+have to be rotated between keyframe frames.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+
+import numpy as np
+import torch
+
+from noposplat_ros.mapping import fusion
+from noposplat_ros.transforms import matrix_to_quat_xyzw
+from noposplat_ros.types import Gaussians, covariances_from_scales_rotations
+
+
+@dataclasses.dataclass
+class MapConfig:
+    """max_gaussians: hard cap on the map's Gaussians (all submaps together).
+    radius_m: keep only Gaussians within this distance of the newest keyframe (trajectory units:
+      metres when the scale is metric); 0 = no radius.
+    depth_tolerance: relative depth gap under which a new Gaussian and a map Gaussian are one surface.
+    assoc_radius_px: association window half-size in pixels of the pair's grid.
+    min_opacity: Gaussians below this opacity are not put into the map.
+    max_scale_px: Gaussians whose largest std exceeds this many pixel footprints (depth / f) are pruned.
+    min_neighbors: a new Gaussian needs this many depth-consistent neighbours in its 3x3 px window.
+    max_weight: cap on the accumulated confidence, so that a changed scene can still update the map.
+    age_tau_pairs: recency time constant (pairs) of the eviction score.
+    device: torch device of the map storage ("cpu", "cuda", ...).
+    """
+
+    max_gaussians: int = 1_000_000
+    radius_m: float = 0.0
+    depth_tolerance: float = 0.05
+    assoc_radius_px: int = 1
+    min_opacity: float = 0.1
+    max_scale_px: float = 8.0
+    min_neighbors: int = 2
+    max_weight: float = 20.0
+    age_tau_pairs: float = 500.0
+    device: str = "cpu"
+
+    def validate(self) -> "MapConfig":
+        checks = [
+            (self.max_gaussians >= 1, f"map max_gaussians must be >= 1, got {self.max_gaussians}"),
+            (self.radius_m >= 0 and math.isfinite(self.radius_m), f"map radius_m must be >= 0, got {self.radius_m}"),
+            (0 < self.depth_tolerance < 1, f"map depth_tolerance must be in (0, 1), got {self.depth_tolerance}"),
+            (0 <= self.assoc_radius_px <= 5, f"map assoc_radius_px must be in 0..5, got {self.assoc_radius_px}"),
+            (0 <= self.min_opacity < 1, f"map min_opacity must be in [0, 1), got {self.min_opacity}"),
+            (self.max_scale_px > 0, f"map max_scale_px must be > 0, got {self.max_scale_px}"),
+            (0 <= self.min_neighbors <= 8, f"map min_neighbors must be in 0..8, got {self.min_neighbors}"),
+            (self.max_weight > 0, f"map max_weight must be > 0, got {self.max_weight}"),
+            (self.age_tau_pairs > 0, f"map age_tau_pairs must be > 0, got {self.age_tau_pairs}"),
+        ]
+        bad = [msg for ok, msg in checks if not ok]
+        if bad:
+            raise ValueError("; ".join(bad))
+        return self
+
+
+@dataclasses.dataclass
+class InsertStats:
+    """What one ``insert`` did: counts of Gaussians and its wall time."""
+
+    offered: int = 0
+    pruned: int = 0
+    merged: int = 0
+    occluded: int = 0
+    added: int = 0
+    evicted: int = 0
+    total: int = 0
+    fusion_s: float = 0.0
+
+
+_FIELDS = ("means", "log_scales", "rotations_xyzw", "opacities", "dc")
+_WIDTH = {"means": 3, "log_scales": 3, "rotations_xyzw": 4, "opacities": 0, "dc": 3}
+
+
+class SceneMap:
+    """Bounded, fused Gaussian map over keyframes (see module doc). Thread-safe (one lock)."""
+
+    def __init__(self, config: MapConfig | None = None) -> None:
+        self.config = (config or MapConfig()).validate()
+        self.device = torch.device(self.config.device)
+        self._lock = threading.RLock()
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget every Gaussian and keyframe."""
+        with self._lock:
+            dev = self.device
+            self._cap = 0
+            self._used = 0  # high-water mark of slots; slots < _used with alive False are free
+            self._store: dict[str, torch.Tensor] = {}
+            self._conf = torch.zeros(0, device=dev)
+            self._owner = torch.zeros(0, dtype=torch.long, device=dev)
+            self._last = torch.zeros(0, dtype=torch.long, device=dev)
+            self._alive = torch.zeros(0, dtype=torch.bool, device=dev)
+            self._means_w = torch.zeros(0, 3, device=dev)
+            self._slot_of: dict[int, int] = {}
+            self._kf_T = np.zeros((0, 4, 4))
+            self._kf_seg = np.zeros(0, dtype=np.int64)
+            self._kf_R = torch.zeros(0, 3, 3, device=dev)
+            self._kf_t = torch.zeros(0, 3, device=dev)
+            self._kf_q = torch.zeros(0, 4, device=dev)
+            self._kf_seg_t = torch.zeros(0, dtype=torch.long, device=dev)
+            self._pairs = 0
+            self._segment = -1
+            self._z_ref: float | None = None
+            self.version = 0
+            self._cache: tuple[int, int, Gaussians] | None = None
+            self.last_stats = InsertStats()
+            self._evicted = 0
+            self._n_alive = 0
+            # per keyframe: bounding sphere of its Gaussians in its own frame (frustum culling)
+            self._kf_centre = np.zeros((0, 3))
+            self._kf_radius = np.zeros(0)
+
+    @property
+    def num_gaussians(self) -> int:
+        return self._n_alive
+
+    @property
+    def current_segment(self) -> int:
+        return self._segment
+
+    def segments(self) -> list[int]:
+        """Segments (submaps) that hold Gaussians, oldest first."""
+        with self._lock:
+            if not self._used:
+                return []
+            segs = self._kf_seg_t[self._owner[: self._used][self._alive[: self._used]]]
+            return [int(s) for s in torch.unique(segs).tolist()]
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the map's tensors (storage capacity, not just live Gaussians)."""
+        ts = [*self._store.values(), self._conf, self._owner, self._last, self._alive, self._means_w,
+              self._kf_R, self._kf_t, self._kf_q, self._kf_seg_t]
+        return int(sum(t.numel() * t.element_size() for t in ts) + self._kf_T.nbytes + self._kf_seg.nbytes)
+
+    # ------------------------------------------------------------------ keyframes and poses
+    def _set_kf_arrays(self) -> None:
+        dev = self.device
+        T = torch.as_tensor(self._kf_T, dtype=torch.float32, device=dev)
+        self._kf_R, self._kf_t = T[:, :3, :3].contiguous(), T[:, :3, 3].contiguous()
+        q = np.stack([matrix_to_quat_xyzw(R) for R in self._kf_T[:, :3, :3]]) if len(self._kf_T) else np.zeros((0, 4))
+        self._kf_q = torch.as_tensor(q, dtype=torch.float32, device=dev)
+        self._kf_seg_t = torch.as_tensor(self._kf_seg, dtype=torch.long, device=dev)
+
+    def _keyframe_slot(self, stamp_ns: int, T_world_from_cam: np.ndarray, segment: int) -> int:
+        slot = self._slot_of.get(int(stamp_ns))
+        if slot is None:
+            slot = len(self._kf_T)
+            self._slot_of[int(stamp_ns)] = slot
+            self._kf_T = np.concatenate([self._kf_T, np.asarray(T_world_from_cam, np.float64)[None]])
+            self._kf_seg = np.append(self._kf_seg, int(segment))
+            self._kf_centre = np.concatenate([self._kf_centre, np.zeros((1, 3))])
+            self._kf_radius = np.append(self._kf_radius, -1.0)  # no Gaussians yet
+            self._set_kf_arrays()
+        else:
+            self._move_keyframes(np.array([slot]), np.asarray(T_world_from_cam, np.float64)[None],
+                                 np.array([int(segment)]))
+        return slot
+
+    def _move_keyframes(self, slots: np.ndarray, T: np.ndarray, seg: np.ndarray | None) -> bool:
+        """Set the poses (and segments) of keyframe ``slots``; moves their Gaussians. True if any changed."""
+        changed = np.abs(self._kf_T[slots] - T).reshape(len(slots), -1).max(1) > 1e-9
+        if seg is not None:
+            changed |= self._kf_seg[slots] != seg
+            self._kf_seg[slots] = seg
+        if not changed.any():
+            return False
+        self._kf_T[slots] = T
+        self._set_kf_arrays()
+        if self._used:
+            moved = torch.zeros(len(self._kf_T), dtype=torch.bool, device=self.device)
+            moved[torch.as_tensor(slots[changed], device=self.device)] = True
+            sel = torch.nonzero(moved[self._owner[: self._used]] & self._alive[: self._used]).squeeze(1)
+            self._means_w[sel] = self._to_world(self._store["means"][sel], self._owner[sel])
+        self.version += 1
+        return True
+
+    def update_poses(self, poses: list[tuple[int, np.ndarray]], segments: dict[int, int] | None = None) -> bool:
+        """Current keyframe poses [(stamp_ns, T_world_from_cam (4, 4))], e.g. ``Trajectory.poses()``
+        after a pose-graph update; optional {stamp_ns: segment} when segments were connected.
+        Unknown stamps are ignored. Returns True when the map moved."""
+        with self._lock:
+            known = [(self._slot_of[int(s)], T, int(s)) for s, T in poses if int(s) in self._slot_of]
+            if not known:
+                return False
+            slots = np.array([k[0] for k in known])
+            T = np.stack([np.asarray(k[1], np.float64) for k in known])
+            if not np.isfinite(T).all():
+                raise ValueError("update_poses: non-finite keyframe pose")
+            seg = None
+            if segments is not None:
+                seg = np.array([segments.get(k[2], self._kf_seg[k[0]]) for k in known], dtype=np.int64)
+            return self._move_keyframes(slots, T, seg)
+
+    def _keyframes_in_view(self, T_cam_from_world: np.ndarray, K: np.ndarray, hw: tuple[int, int],
+                           segment: int) -> np.ndarray:
+        """(S,) bool: keyframes of ``segment`` whose bounding sphere meets the camera's frustum."""
+        H, W = hw
+        c_w = np.einsum("sij,sj->si", self._kf_T[:, :3, :3], self._kf_centre) + self._kf_T[:, :3, 3]
+        c = c_w @ T_cam_from_world[:3, :3].T + T_cam_from_world[:3, 3]
+        r = self._kf_radius
+        # side planes through the optical centre: x <= z tan(max), x >= z tan(min), same for y
+        tx0, tx1 = -K[0, 2] / K[0, 0], (W - 1 - K[0, 2]) / K[0, 0]
+        ty0, ty1 = -K[1, 2] / K[1, 1], (H - 1 - K[1, 2]) / K[1, 1]
+        x, y, z = c[:, 0], c[:, 1], c[:, 2]
+        ok = (z + r > 0) & (r >= 0) & (self._kf_seg == segment)
+        for a, t, sgn in ((x, tx1, 1), (x, tx0, -1), (y, ty1, 1), (y, ty0, -1)):
+            ok &= sgn * (a - t * z) / np.sqrt(1 + t * t) <= r  # signed distance to the plane
+        return ok
+
+    def _to_world(self, means_local: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+        return (self._kf_R[owner] @ means_local.unsqueeze(-1)).squeeze(-1) + self._kf_t[owner]
+
+    # ------------------------------------------------------------------ storage
+    def _ensure_capacity(self, need: int) -> None:
+        if need <= self._cap:
+            return
+        cap = min(max(need, 2 * self._cap, 4096), self.config.max_gaussians)
+        cap = max(cap, need)
+        dev = self.device
+
+        def grow(t: torch.Tensor, fill=0) -> torch.Tensor:
+            out = torch.full((cap, *t.shape[1:]), fill, dtype=t.dtype, device=dev)
+            out[: t.shape[0]] = t
+            return out
+
+        if not self._store:
+            self._store = {k: torch.zeros((0, w) if w else (0,), device=dev) for k, w in _WIDTH.items()}
+        self._store = {k: grow(v) for k, v in self._store.items()}
+        self._conf, self._owner, self._last = grow(self._conf), grow(self._owner), grow(self._last)
+        self._alive, self._means_w = grow(self._alive, False), grow(self._means_w)
+        self._cap = cap
+
+    def _allocate(self, k: int) -> torch.Tensor:
+        """k free slot indices (reusing evicted slots first)."""
+        free = torch.nonzero(~self._alive[: self._used]).squeeze(1)[:k]
+        extra = k - free.numel()
+        if extra > 0:
+            self._ensure_capacity(self._used + extra)
+            free = torch.cat([free, torch.arange(self._used, self._used + extra, device=self.device)])
+            self._used += extra
+        return free
+
+    def _evict(self, k: int) -> int:
+        """Drop the k least valuable live Gaussians (confidence x recency)."""
+        if k <= 0:
+            return 0
+        n = self._used
+        age = (self._pairs - self._last[:n]).float()
+        score = self._conf[:n] * torch.exp(-age / self.config.age_tau_pairs)
+        score = torch.where(self._alive[:n], score, torch.full_like(score, float("inf")))
+        k = min(k, int(self._alive[:n].sum()))
+        drop = torch.topk(score, k, largest=False).indices
+        self._alive[drop] = False
+        self._n_alive -= k
+        return k
+
+    # ------------------------------------------------------------------ fusion
+    def insert(
+        self,
+        gaussians: Gaussians,
+        K: np.ndarray,
+        hw: tuple[int, int],
+        stamp_ns: int,
+        T_world_from_cam0: np.ndarray,
+        segment: int = 0,
+        pose_covariance: np.ndarray | None = None,
+    ) -> InsertStats:
+        """Fuse one pair's Gaussians into the map.
+
+        gaussians: (N,) in camera 0's optical frame, trajectory units (the pair's scale applied).
+        K: (3, 3) pixel intrinsics of camera 0's grid of size hw = (H, W) (association image).
+        stamp_ns: keyframe 0's stamp (the owner keyframe). T_world_from_cam0: (4, 4) its pose.
+        segment: trajectory segment; a new value starts a new submap.
+        pose_covariance: (6, 6) of the pair's relative pose (translation first); lowers the weight of
+          uncertain pairs. None = certain.
+        """
+        t_start = time.perf_counter()
+        cfg = self.config
+        K = np.asarray(K, dtype=np.float64)
+        T_wc = np.asarray(T_world_from_cam0, dtype=np.float64)
+        if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise ValueError(f"insert: K must be a finite (3, 3) pinhole matrix, got {K.tolist()}")
+        if T_wc.shape != (4, 4) or not np.isfinite(T_wc).all():
+            raise ValueError("insert: T_world_from_cam0 must be a finite (4, 4) transform")
+        H, W = int(hw[0]), int(hw[1])
+        if H <= 0 or W <= 0:
+            raise ValueError(f"insert: grid size must be positive, got {hw}")
+        st = InsertStats(offered=gaussians.num)
+        with self._lock:
+            dev = self.device
+            self._pairs += 1
+            self._segment = int(segment)
+            slot = self._keyframe_slot(stamp_ns, T_wc, segment)
+            g = gaussians.to(dev)
+            means = g.means.float()
+            Kt = torch.as_tensor(K, dtype=torch.float32, device=dev)
+            f = float(K[0, 0] + K[1, 1]) / 2
+            pix, z = fusion.project(means, Kt, (H, W))
+            scales = g.scales.float().clamp_min(1e-9)
+            keep = (pix >= 0) & torch.isfinite(means).all(1) & (g.opacities >= cfg.min_opacity)
+            keep &= scales.amax(1) <= cfg.max_scale_px * z / f
+            if self._z_ref is None and bool(keep.any()):
+                self._z_ref = float(z[keep].median())
+            z_ref = self._z_ref or 1.0
+            # confidence: opacity x viewing distance (triangulated depth error grows ~ z^2) x pose
+            w = g.opacities.float() * (z_ref / z.clamp_min(1e-6)).pow(2).clamp(0.01, 100.0)
+            if pose_covariance is not None:
+                var_t = float(np.trace(np.asarray(pose_covariance, dtype=np.float64)[:3, :3]))
+                w = w * float(np.clip(1.0 / (1.0 + var_t / (0.01 * z_ref) ** 2), 1e-3, 1.0))
+            idx_new = torch.nonzero(keep).squeeze(1)
+            pix, z, w = pix[idx_new], z[idx_new], w[idx_new]
+            new = {
+                "means": means[idx_new],
+                "log_scales": scales[idx_new].log(),
+                "rotations_xyzw": torch.nn.functional.normalize(g.rotations_xyzw[idx_new].float(), dim=-1),
+                "opacities": g.opacities[idx_new].float(),
+                "dc": g.harmonics[idx_new, :, 0].float(),
+            }
+            tol = cfg.depth_tolerance
+
+            # ---- association with the map (this segment) in camera 0's grid
+            n_used = self._used
+            target = torch.full_like(pix, -1)
+            gap = torch.full_like(z, float("inf"))
+            if n_used and idx_new.numel():
+                T_cw_np = np.linalg.inv(T_wc)
+                T_cw = torch.as_tensor(T_cw_np, dtype=torch.float32, device=dev)
+                seen = torch.as_tensor(self._keyframes_in_view(T_cw_np, K, (H, W), int(segment)), device=dev)
+                cand = torch.nonzero(self._alive[:n_used] & seen[self._owner[:n_used]]).squeeze(1)
+                if cand.numel():
+                    pts = self._means_w[cand] @ T_cw[:3, :3].T + T_cw[:3, 3]
+                    mpix, mz = fusion.project(pts, Kt, (H, W))
+                    zb, zi = fusion.zbuffer(mpix, mz, H * W)
+                    zi = torch.where(zi >= 0, cand[zi.clamp_min(0)], zi)  # -> storage slots
+                    target, gap = fusion.associate(pix, z, zb, zi, (H, W), tol, cfg.assoc_radius_px)
+            matched = target >= 0
+            st.merged = int(matched.sum())
+            if st.merged:
+                self._merge_into_map(new, w, matched, target, T_wc)
+            occluded = ~matched & torch.isfinite(gap) & (gap > tol * z)  # behind the map's surface: this view adds nothing there
+            st.occluded = int(occluded.sum())
+
+            # ---- the rest: one Gaussian per pixel (nearest; others within tolerance merge into it)
+            rest = torch.nonzero(~matched & ~occluded).squeeze(1)
+            added = self._add_new(new, w, pix, z, rest, (H, W), slot, T_wc)
+            st.added = added
+            st.pruned = st.offered - st.merged - st.occluded - added  # filters, isolation, in-pixel merges
+            st.evicted = self._bound(T_wc, int(segment))
+            self.version += 1
+            st.total = self.num_gaussians
+            st.fusion_s = time.perf_counter() - t_start
+            self.last_stats = st
+            return st
+
+    def _merge_into_map(self, new: dict[str, torch.Tensor], w: torch.Tensor, matched: torch.Tensor,
+                        target: torch.Tensor, T_wc: np.ndarray) -> None:
+        dev = self.device
+        sel = torch.nonzero(matched).squeeze(1)
+        tgt = target[sel]
+        uniq, group = torch.unique(tgt, return_inverse=True)
+        owner = self._owner[tgt]
+        Rwc = torch.as_tensor(T_wc[:3, :3], dtype=torch.float32, device=dev)
+        twc = torch.as_tensor(T_wc[:3, 3], dtype=torch.float32, device=dev)
+        qwc = torch.as_tensor(matrix_to_quat_xyzw(T_wc[:3, :3]), dtype=torch.float32, device=dev)
+        # new Gaussians: camera 0 -> world -> owner keyframe's frame (x^T R = (R^T x)^T)
+        mw = new["means"][sel] @ Rwc.T + twc
+        m_owner = ((mw - self._kf_t[owner]).unsqueeze(1) @ self._kf_R[owner]).squeeze(1)
+        q_owner = fusion.quat_multiply_xyzw(
+            fusion.quat_conjugate_xyzw(self._kf_q[owner]),
+            fusion.quat_multiply_xyzw(qwc.expand_as(new["rotations_xyzw"][sel]), new["rotations_xyzw"][sel]))
+        add = {"means": m_owner, "log_scales": new["log_scales"][sel], "rotations_xyzw": q_owner,
+               "opacities": new["opacities"][sel], "dc": new["dc"][sel]}
+        base = {k: self._store[k][uniq] for k in _FIELDS}
+        merged, Wsum = fusion.weighted_merge(base, self._conf[uniq], add, w[sel], group, uniq.numel())
+        for k in _FIELDS:
+            self._store[k][uniq] = merged[k]
+        self._conf[uniq] = Wsum.clamp_max(self.config.max_weight)
+        self._last[uniq] = self._pairs
+        self._means_w[uniq] = self._to_world(merged["means"], self._owner[uniq])
+
+    def _add_new(self, new: dict[str, torch.Tensor], w: torch.Tensor, pix: torch.Tensor, z: torch.Tensor,
+                 rest: torch.Tensor, hw: tuple[int, int], slot: int, T_wc: np.ndarray) -> int:
+        if rest.numel() == 0:
+            return 0
+        cfg = self.config
+        H, W = hw
+        tol = cfg.depth_tolerance
+        p, d = pix[rest], z[rest]
+        zb, zi = fusion.zbuffer(p, d, H * W)
+        rep_of = zi[p]  # the nearest new Gaussian in the same pixel (index into rest)
+        within = (d - zb[p]) <= tol * d
+        is_rep = rep_of == torch.arange(rest.numel(), device=self.device)
+        # isolation: depth-consistent neighbours among the pixel representatives (3x3 window)
+        if cfg.min_neighbors > 0:
+            v0, u0 = p // W, p % W
+            count = torch.zeros_like(d)
+            for dv in (-1, 0, 1):
+                for du in (-1, 0, 1):
+                    if dv == 0 and du == 0:
+                        continue
+                    v, u = v0 + dv, u0 + du
+                    inside = (v >= 0) & (v < H) & (u >= 0) & (u < W)
+                    q = v.clamp(0, H - 1) * W + u.clamp(0, W - 1)
+                    count += (inside & ((zb[q] - d).abs() <= tol * d)).float()
+            is_rep &= count >= cfg.min_neighbors
+        reps = torch.nonzero(is_rep).squeeze(1)
+        if reps.numel() == 0:
+            return 0
+        # members (same pixel, within tolerance, incl. the representative) -> their representative
+        rep_pos = torch.full((rest.numel(),), -1, dtype=torch.long, device=self.device)
+        rep_pos[reps] = torch.arange(reps.numel(), device=self.device)
+        members = torch.nonzero(within & (rep_pos[rep_of] >= 0) & ~is_rep).squeeze(1)
+        base = {k: new[k][rest[reps]] for k in _FIELDS}
+        merged, Wsum = fusion.weighted_merge(base, w[rest[reps]], {k: new[k][rest[members]] for k in _FIELDS},
+                                             w[rest[members]], rep_pos[rep_of[members]], reps.numel())
+        k = reps.numel()
+        if k > cfg.max_gaussians:  # a single pair larger than the cap: keep its most confident
+            top = torch.topk(Wsum, cfg.max_gaussians).indices
+            merged, Wsum, k = {n: v[top] for n, v in merged.items()}, Wsum[top], cfg.max_gaussians
+        overflow = self.num_gaussians + k - cfg.max_gaussians
+        if overflow > 0:  # evict first (with 1% headroom, so eviction is not needed on every pair)
+            self._evicted += self._evict(overflow + cfg.max_gaussians // 100)
+        slots = self._allocate(k)
+        for name in _FIELDS:
+            self._store[name][slots] = merged[name]
+        self._conf[slots] = Wsum.clamp_max(cfg.max_weight)
+        self._owner[slots] = slot
+        self._last[slots] = self._pairs
+        self._alive[slots] = True
+        self._n_alive += k
+        # grow this keyframe's bounding sphere (margin: merges move Gaussians by < the depth tolerance)
+        m = merged["means"].double().cpu().numpy()
+        if self._kf_radius[slot] < 0:
+            self._kf_centre[slot] = m.mean(0)
+        r = float(np.linalg.norm(m - self._kf_centre[slot], axis=1).max())
+        zmax = float(np.abs(m[:, 2]).max())
+        self._kf_radius[slot] = max(self._kf_radius[slot], r * 1.05 + 2 * cfg.depth_tolerance * zmax)
+        self._means_w[slots] = self._to_world(merged["means"], self._owner[slots])
+        return k
+
+    def _bound(self, T_wc: np.ndarray, segment: int) -> int:
+        evicted, self._evicted = self._evicted, 0
+        n = self._used
+        if self.config.radius_m > 0 and n:
+            c = torch.as_tensor(T_wc[:3, 3], dtype=torch.float32, device=self.device)
+            far = self._alive[:n] & (self._kf_seg_t[self._owner[:n]] == segment) & \
+                ((self._means_w[:n] - c).norm(dim=1) > self.config.radius_m)
+            n_far = int(far.sum())
+            evicted += n_far
+            self._n_alive -= n_far
+            self._alive[:n] &= ~far
+        return evicted
+
+    # ------------------------------------------------------------------ output
+    def fused(self, segment: int | None = None) -> Gaussians:
+        """The map of ``segment`` (default: the newest) as Gaussians in the world frame: means (M, 3),
+        scales, rotations_xyzw, opacities, harmonics (M, 3, 1) (DC), covariances. Cached per version."""
+        with self._lock:
+            seg = self._segment if segment is None else int(segment)
+            if self._cache is not None and self._cache[0] == self.version and self._cache[1] == seg:
+                return self._cache[2]
+            n = self._used
+            dev = self.device
+            if n == 0:
+                z = lambda *s: torch.zeros(*s, device=dev)  # noqa: E731
+                g = Gaussians(z(0, 3), z(0, 3), z(0, 4), z(0), z(0, 3, 1), z(0, 3, 3))
+            else:
+                sel = torch.nonzero(self._alive[:n] & (self._kf_seg_t[self._owner[:n]] == seg)).squeeze(1)
+                owner = self._owner[sel]
+                rot = fusion.quat_multiply_xyzw(self._kf_q[owner], self._store["rotations_xyzw"][sel])
+                scales = self._store["log_scales"][sel].exp()
+                g = Gaussians(
+                    means=self._means_w[sel].clone(),
+                    scales=scales,
+                    rotations_xyzw=rot,
+                    opacities=self._store["opacities"][sel].clone(),
+                    harmonics=self._store["dc"][sel].unsqueeze(-1).clone(),
+                    covariances=covariances_from_scales_rotations(scales, rot),
+                )
+            self._cache = (self.version, seg, g)
+            return g
+
+    def confidences(self, segment: int | None = None) -> torch.Tensor:
+        """(M,) accumulated confidence of ``fused(segment)``'s Gaussians, same order."""
+        with self._lock:
+            seg = self._segment if segment is None else int(segment)
+            n = self._used
+            sel = torch.nonzero(self._alive[:n] & (self._kf_seg_t[self._owner[:n]] == seg)).squeeze(1)
+            return self._conf[sel].clone()

@@ -24,6 +24,7 @@ import torch
 
 from noposplat_ros.outputs import pointcloud
 from noposplat_ros.keyframes.selector import KeyframeConfig, KeyframeSelector
+from noposplat_ros.mapping.scene_map import MapConfig, SceneMap
 from noposplat_ros.pose.trajectory import Trajectory, TrajectoryStep
 from noposplat_ros.types import (
     LOST_POSE_VARIANCE,
@@ -53,6 +54,7 @@ class PipelineConfig:
     refine: photometric pose refinement of the noposplat backend (None = the backend's default).
     include_sh: also put the higher-order SH coefficients into the splat cloud.
     min_opacity: splats below this opacity are dropped from the published cloud (0 keeps all).
+    map: the scene map's settings (mapping.scene_map.MapConfig); map_enabled: fuse pairs into it.
     """
 
     keyframes: KeyframeConfig = dataclasses.field(default_factory=KeyframeConfig)
@@ -63,6 +65,8 @@ class PipelineConfig:
     refine: bool | None = None
     include_sh: bool = False
     min_opacity: float = 0.0
+    map: MapConfig = dataclasses.field(default_factory=MapConfig)
+    map_enabled: bool = True
 
     def resolved_backend(self) -> str:
         """"auto" -> noposplat when a checkpoint is configured, else geometry."""
@@ -82,6 +86,7 @@ class PipelineConfig:
             raise ValueError(f"metric_baseline_m must be a positive number of metres, got {self.metric_baseline_m}")
         if not 0.0 <= self.min_opacity < 1.0:
             raise ValueError(f"min_opacity must be in [0, 1), got {self.min_opacity}")
+        self.map.validate()
 
     def predictor_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``make_predictor(self.resolved_backend(), **kwargs)``."""
@@ -188,6 +193,7 @@ class Pipeline:
         self.selector = KeyframeSelector(self.cfg.keyframes)
         self.trajectory = Trajectory(metric_baseline_m=self.cfg.metric_baseline_m)
         self.stats = PipelineStats()
+        self.scene_map = SceneMap(self.cfg.map)
         self._lock = threading.Lock()  # guards trajectory + stats between worker and resets
 
     # -- input thread ---------------------------------------------------------------------------
@@ -242,6 +248,10 @@ class Pipeline:
         cloud = pointcloud.gaussians_to_structured(gaussians if gaussians is not None else _empty_gaussians(),
                                                    include_sh=self.cfg.include_sh)
         timings["cloud"] = time.perf_counter() - t0
+        if self.cfg.map_enabled and status != PoseStatus.LOST and gaussians is not None and gaussians.num:
+            t0 = time.perf_counter()
+            self._fuse_into_map(gaussians, recon, step)
+            timings["map"] = time.perf_counter() - t0
         timings["process"] = time.perf_counter() - t_start
 
         result = PairResult(
@@ -278,6 +288,17 @@ class Pipeline:
             st.last_message = result.message
         return result
 
+    def _fuse_into_map(self, gaussians: Gaussians, recon: PairReconstruction, step: TrajectoryStep) -> None:
+        """Current keyframe poses first (a re-optimised trajectory moves the map), then the pair in
+        its keyframe 0's frame at its step's pose and segment."""
+        with self._lock:
+            poses = self.trajectory.poses()
+        self.scene_map.update_poses(poses)
+        self.scene_map.insert(
+            gaussians, np.asarray(recon.K_grid[0]), tuple(recon.grid_hw), int(step.stamp0_ns),
+            np.asarray(step.T_world_from_cam0, dtype=np.float64), segment=int(step.segment),
+            pose_covariance=np.asarray(step.covariance, dtype=np.float64))
+
     def _lost_recon(self, pair: KeyframePair, message: str) -> PairReconstruction:
         H, W = pair.kf0.height, pair.kf0.width
         return PairReconstruction(
@@ -298,6 +319,7 @@ class Pipeline:
         with self._lock:
             self.selector.reset()
             self.trajectory.reset()
+        self.scene_map.reset()
 
     def close(self) -> None:
         """Free the predictor's resources (GPU memory)."""

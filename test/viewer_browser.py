@@ -35,10 +35,19 @@ HIDE_OVERLAYS_JS = """() => {
   }
   if (!canvas || canvas.width * canvas.height === 0) return null;
   for (const el of document.body.querySelectorAll('*')) {
-    if (el !== canvas && !el.contains(canvas)) el.style.visibility = 'hidden';
+    if (el !== canvas && !el.contains(canvas) && el.style.visibility !== 'hidden') {
+      el.style.visibility = 'hidden';
+      el.dataset.hiddenForShot = '1';
+    }
   }
   const r = canvas.getBoundingClientRect();
   return [r.x, r.y, r.width, r.height];
+}"""
+SHOW_OVERLAYS_JS = """() => {
+  for (const el of document.querySelectorAll('[data-hidden-for-shot]')) {
+    el.style.visibility = '';
+    delete el.dataset.hiddenForShot;
+  }
 }"""
 
 
@@ -126,7 +135,10 @@ class Page:
         while True:
             box = self.page.evaluate(HIDE_OVERLAYS_JS)
             assert box is not None, "the page has no canvas"
-            png = self.page.screenshot(clip=dict(zip(("x", "y", "width", "height"), box)))
+            try:
+                png = self.page.screenshot(clip=dict(zip(("x", "y", "width", "height"), box)), timeout=90_000)
+            finally:
+                self.page.evaluate(SHOW_OVERLAYS_JS)  # the status panel's text stays readable
             img = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
             if prev is not None and prev.shape == img.shape and np.abs(prev.astype(int) - img).mean() < 0.5:
                 return img

@@ -99,6 +99,19 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     # splats
     ParamSpec("include_sh", False, "Add the higher-order SH coefficients to the splat cloud (schema v1 sh_* fields)."),
     ParamSpec("min_opacity", 0.0, "Drop splats below this opacity from the published cloud.", range=(0.0, 0.99)),
+    # scene map (mapping.scene_map.MapConfig)
+    ParamSpec("map_enabled", True, "Fuse every non-LOST pair into the scene map (~/map, ~/save_map).", read_only=True),
+    ParamSpec("map_max_gaussians", 1_000_000, "Hard cap on the map's Gaussians (least confident / oldest evicted).",
+              range=(1000, 50_000_000), read_only=True),
+    ParamSpec("map_radius_m", 0.0, "Keep only map Gaussians within this distance of the newest keyframe "
+              "(trajectory units: metres when metric); 0 = no radius.", range=(0.0, 10000.0), read_only=True),
+    ParamSpec("map_publish_period_s", 1.0, "~/map is re-published at most this often, and only when it changed.",
+              range=(0.05, 3600.0)),
+    ParamSpec("map_depth_tolerance", 0.05, "Relative depth gap under which a new Gaussian merges with the map's.",
+              range=(0.005, 0.5), read_only=True),
+    ParamSpec("map_min_opacity", 0.1, "Gaussians below this opacity are not put into the map.", range=(0.0, 0.99),
+              read_only=True),
+    ParamSpec("map_device", "cpu", "Torch device of the map storage and fusion: cpu, cuda, cuda:N.", read_only=True),
     # frames / tf
     ParamSpec("odom_frame", "odom", "Parent frame of the published odometry and tf edge."),
     ParamSpec("base_frame", "", "Child frame of odometry/tf; empty = the camera's optical frame. Otherwise the "

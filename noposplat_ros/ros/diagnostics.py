@@ -57,6 +57,11 @@ class NodeHealth:
         self.state = "unconfigured"
         self.error = ""  # last configure error (ERROR level while set)
         self.warning = ""  # current warning (e.g. camera_info missing)
+        self.map: dict[str, float | int] = {}  # scene map: gaussians, memory_mib, fusion_s, submaps, ...
+
+    def set_map(self, **values: float | int) -> None:
+        with self._lock:
+            self.map.update(values)
 
     def frame_arrived(self, stamp_age_s: float) -> None:
         with self._lock:
@@ -94,6 +99,7 @@ class NodeHealth:
                 pairs_published=self.pairs_published, pairs_dropped=self.pairs_dropped,
                 stamp_age_s=self.last_stamp_age_s, stage_s=dict(self.stage_s), backend=self.backend,
                 state=self.state, error=self.error, warning=self.warning, input_rate_hz=rate,
+                map=dict(self.map),
             )
 
 
@@ -142,6 +148,7 @@ def health_to_diagnostics(snap: dict, node_name: str, hardware_id: str, stamp_ns
         _kv("pairs_published", snap["pairs_published"]),
         _kv("pairs_dropped", snap["pairs_dropped"]),
     ] + [_kv(f"latency_s.{k}", float(v)) for k, v in sorted(snap["stage_s"].items())]
+    pipe.values += [_kv(f"map.{k}", v) for k, v in sorted(snap.get("map", {}).items())]
     for s in (inp, pipe):
         s.level = bytes([int(s.level[0] if isinstance(s.level, bytes) else s.level)])
     arr = DiagnosticArray()

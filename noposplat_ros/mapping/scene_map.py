@@ -133,8 +133,9 @@ class SceneMap:
             self._kf_seg_t = torch.zeros(0, dtype=torch.long, device=dev)
             self._pairs = 0
             self._segment = -1
+            self.last_stamp_ns = 0  # keyframe 0 stamp of the newest pair (the map's stamp)
             self._z_ref: float | None = None
-            self.version = 0
+            self.version = getattr(self, "version", -1) + 1  # never repeats, so a reset map is re-published
             self._cache: tuple[int, int, Gaussians] | None = None
             self.last_stats = InsertStats()
             self._evicted = 0
@@ -323,6 +324,7 @@ class SceneMap:
             dev = self.device
             self._pairs += 1
             self._segment = int(segment)
+            self.last_stamp_ns = int(stamp_ns)
             slot = self._keyframe_slot(stamp_ns, T_wc, segment)
             g = gaussians.to(dev)
             means = g.means.float()
@@ -520,3 +522,23 @@ class SceneMap:
             n = self._used
             sel = torch.nonzero(self._alive[:n] & (self._kf_seg_t[self._owner[:n]] == seg)).squeeze(1)
             return self._conf[sel].clone()
+
+
+def rigid_transform(g: Gaussians, T_b_from_a: np.ndarray) -> Gaussians:
+    """Gaussians in frame a -> frame b (means, rotations, covariances; scales unchanged).
+    T_b_from_a: (4, 4) rigid transform, e.g. the odom frame from the trajectory's world frame."""
+    T = np.asarray(T_b_from_a, dtype=np.float64)
+    if np.allclose(T, np.eye(4)):
+        return g
+    dev = g.means.device
+    R = torch.as_tensor(T[:3, :3], dtype=g.means.dtype, device=dev)
+    t = torch.as_tensor(T[:3, 3], dtype=g.means.dtype, device=dev)
+    q = torch.as_tensor(matrix_to_quat_xyzw(T[:3, :3]), dtype=g.means.dtype, device=dev)
+    return Gaussians(
+        means=g.means @ R.T + t,
+        scales=g.scales,
+        rotations_xyzw=fusion.quat_multiply_xyzw(q.expand_as(g.rotations_xyzw), g.rotations_xyzw),
+        opacities=g.opacities,
+        harmonics=g.harmonics,
+        covariances=R @ g.covariances @ R.T,
+    )

@@ -33,6 +33,9 @@ from std_srvs.srv import Trigger
 
 from noposplat_ros.ingest.input_gate import InputGate, Rejected
 from noposplat_ros.keyframes.selector import KeyframeConfig
+from noposplat_ros.mapping.scene_map import MapConfig, rigid_transform
+from noposplat_ros.outputs import pointcloud
+from noposplat_ros.outputs.records import cloud_record
 from noposplat_ros.outputs.records import OutputFrames, build_outputs
 from noposplat_ros.pipeline import PairResult, Pipeline, PipelineConfig
 from noposplat_ros.ros import conversions as conv
@@ -95,6 +98,12 @@ class NoPoSplatNode(LifecycleNode):
         self._pending: KeyframePair | None = None
         self._stop = False
         self._worker: threading.Thread | None = None
+        # scene map: published by the worker at most every map_publish_period_s, only when changed
+        self._map_due = False
+        self._map_pub_lock = threading.Lock()
+        self._map_published: tuple[int, object] | None = None  # (map version, Gaussians in odom)
+        self._map_last_pub = -1e18
+        self._T_odom_from_world = np.eye(4)
 
         # always-on parts (also while unconfigured, so failures are visible)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE_QOS)
@@ -103,6 +112,8 @@ class NoPoSplatNode(LifecycleNode):
         self._static_tf = StaticTfBuffer(self)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_service(Trigger, "~/save_ply", self._on_save_ply)
+        self.create_service(Trigger, "~/save_map", self._on_save_map)
+        self._map_timer = self.create_timer(0.25, self._on_map_timer)
 
     # ------------------------------------------------------------------ parameters
     def _validate_parameters(self, params) -> SetParametersResult:
@@ -170,6 +181,10 @@ class NoPoSplatNode(LifecycleNode):
             refine=refine,
             include_sh=bool(self._p("include_sh")),
             min_opacity=float(self._p("min_opacity")),
+            map=MapConfig(max_gaussians=int(self._p("map_max_gaussians")), radius_m=float(self._p("map_radius_m")),
+                          depth_tolerance=float(self._p("map_depth_tolerance")),
+                          min_opacity=float(self._p("map_min_opacity")), device=str(self._p("map_device"))),
+            map_enabled=bool(self._p("map_enabled")),
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -206,6 +221,7 @@ class NoPoSplatNode(LifecycleNode):
             "splat_pair": self.create_lifecycle_publisher(SplatPair, "~/splat_pair", LATCHED_QOS, **over),
             "odometry": self.create_lifecycle_publisher(Odometry, "~/odometry", RELIABLE_QOS, **over),
             "preview": self.create_lifecycle_publisher(Image, "~/preview", LATCHED_QOS, **over),
+            "map": self.create_lifecycle_publisher(PointCloud2, "~/map", LATCHED_QOS, **over),
         }
         self._tf_pub = TfPublisher(self)
         self.health.state = "inactive"
@@ -416,13 +432,16 @@ class NoPoSplatNode(LifecycleNode):
     def _worker_loop(self) -> None:
         while True:
             with self._cv:
-                while self._pending is None and not self._stop:
+                while self._pending is None and not self._stop and not self._map_due:
                     self._cv.wait()
                 if self._stop:
                     return
                 pair, self._pending = self._pending, None
+                self._map_due = False
             try:
-                self._process_and_publish(pair)
+                if pair is not None:
+                    self._process_and_publish(pair)
+                self._publish_map()
             except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker silently
                 self._fault("worker_error", f"{type(exc).__name__}: {exc}", warn=False)
                 self.get_logger().error(traceback.format_exc())
@@ -452,6 +471,13 @@ class NoPoSplatNode(LifecycleNode):
                         f"{result.message}")
         t1 = time.perf_counter()
         frames = self._output_frames(result.frame_id)
+        if frames is not None and frames.T_base_from_cam is not None:
+            self._T_odom_from_world = np.asarray(frames.T_base_from_cam, dtype=np.float64)
+        smap = pipeline.scene_map
+        if "map" in result.timings_s:
+            self.health.set_map(gaussians=smap.num_gaussians, memory_mib=smap.memory_bytes() / 2**20,
+                                fusion_s=smap.last_stats.fusion_s, merged=smap.last_stats.merged,
+                                added=smap.last_stats.added, submaps=len(smap.segments()))
         # keyframe 0's transform too: after a start, reset or a new trajectory segment it places the
         # cloud; when the chain continues it equals the last one sent and TfPublisher drops it
         outs = build_outputs(result, frames or OutputFrames(publish_tf=False), first_pair=True)
@@ -479,6 +505,69 @@ class NoPoSplatNode(LifecycleNode):
         self.get_logger().info(
             f"pair {result.index}: {result.status.name}, {result.num_splats} splats, scale {result.scale_kind.value}, "
             f"|t| {np.linalg.norm(result.T_cam0_from_cam1[:3, 3]):.3f}, predict {result.timings_s.get('predict', 0):.2f} s")
+
+    # ------------------------------------------------------------------ scene map
+    def _on_map_timer(self) -> None:
+        """Executor thread: only wakes the worker, which converts and publishes."""
+        pipeline = self.pipeline
+        if pipeline is None or not self._pubs or self._map_published_version() == pipeline.scene_map.version:
+            return
+        if time.monotonic() - self._map_last_pub >= float(self._p("map_publish_period_s")):
+            with self._cv:
+                self._map_due = True
+                self._cv.notify()
+
+    def _map_published_version(self) -> int:
+        pub = self._map_published
+        return -1 if pub is None else pub[0]
+
+    def _publish_map(self, force: bool = False):
+        """Publish ~/map when it changed and the period passed (or ``force``). Returns the published
+        (version, Gaussians in odom_frame), or None when there is no map."""
+        pipeline = self.pipeline
+        if pipeline is None or not pipeline.cfg.map_enabled:
+            return None
+        with self._map_pub_lock:
+            smap = pipeline.scene_map
+            version = smap.version
+            due = time.monotonic() - self._map_last_pub >= float(self._p("map_publish_period_s"))
+            if version == self._map_published_version() or not (due or force):
+                return self._map_published
+            pub = self._pubs.get("map")
+            if pub is None:
+                return self._map_published
+            t0 = time.perf_counter()
+            g = rigid_transform(smap.fused(), self._T_odom_from_world).to("cpu")
+            cloud = pointcloud.gaussians_to_structured(g, include_sh=False)
+            msg = conv.cloud_to_msg(cloud_record(cloud, smap.last_stamp_ns, self._p("odom_frame")))
+            pub.publish(msg)
+            self._map_published = (version, g)
+            self._map_last_pub = time.monotonic()
+            self.health.stage("map_publish", time.perf_counter() - t0)
+            return self._map_published
+
+    def _on_save_map(self, request, response):
+        pipeline = self.pipeline
+        if pipeline is None or not pipeline.cfg.map_enabled:
+            response.success, response.message = False, "no scene map (node not configured or map_enabled false)"
+            return response
+        published = self._publish_map(force=True)  # what is saved is what ~/map carries
+        if published is None or published[1].num == 0:
+            response.success, response.message = False, "the scene map is empty (no pair fused since start/reset)"
+            return response
+        from noposplat_ros.io.ply import write_ply
+
+        d = self._p("save_dir") or os.path.join(os.environ.get("ROS_HOME", os.path.expanduser("~/.ros")), "noposplat")
+        try:
+            pathlib.Path(d).mkdir(parents=True, exist_ok=True)
+            path = pathlib.Path(d) / "map.ply"
+            write_ply(path, published[1])
+        except OSError as exc:
+            response.success, response.message = False, f"cannot write the map PLY in {d}: {exc}"
+            return response
+        response.success, response.message = True, str(path)
+        self.get_logger().info(f"saved the scene map ({published[1].num} Gaussians) to {path}")
+        return response
 
     def _publish_preview(self, result: PairResult, pair: KeyframePair) -> None:
         from noposplat_ros.render import render  # torch rasteriser: only when previews are on
@@ -522,7 +611,7 @@ class NoPoSplatNode(LifecycleNode):
     def _on_reset(self, request, response):
         self._reset_pipeline()
         response.success = True
-        response.message = "keyframes and trajectory reset"
+        response.message = "keyframes, trajectory and scene map reset"
         self.get_logger().info(response.message)
         return response
 

@@ -43,7 +43,8 @@ class DisplayScene:
     """What the browser shows. Splats and poses in odom.
 
     map_splats / pair_splats: SplatArrays (not thinned; map_key / pair_key identify their content). keyframe_poses: (M, 4, 4) T_odom_from_cam,
-    oldest first. initial_view: the first keyframe's camera, once known. aspect: width / height.
+    oldest first. initial_view: the first keyframe's camera, once known. fov_rad, aspect: the input
+    camera's vertical field of view and width / height (the frustums' shape).
     """
 
     map_splats: SplatArrays
@@ -187,9 +188,10 @@ def build_display(live: LiveScene, fov_deg: float = DEFAULT_FOV_DEG,
     if first_pose is None and len(keyframe_poses):
         first_pose = keyframe_poses[0]
 
-    fov_rad, aspect = float(np.deg2rad(fov_deg)), 4.0 / 3.0
+    fov_rad, camera_fov_rad, aspect = float(np.deg2rad(fov_deg)), float(np.deg2rad(fov_deg)), 4.0 / 3.0
     if K is not None and hw is not None:
-        fov_rad = max(fov_rad, float(2.0 * np.arctan(0.5 * hw[0] / K[1, 1])))
+        camera_fov_rad = float(2.0 * np.arctan(0.5 * hw[0] / K[1, 1]))
+        fov_rad = max(fov_rad, camera_fov_rad)
         aspect = hw[1] / hw[0]
     view = None
     if first_pose is not None:
@@ -205,7 +207,7 @@ def build_display(live: LiveScene, fov_deg: float = DEFAULT_FOV_DEG,
         lines.append("**last pair**: none yet (waiting for the node)")
     return DisplayScene(
         map_splats=map_splats, pair_splats=latest,
-        keyframe_poses=keyframe_poses, initial_view=view, fov_rad=fov_rad, aspect=float(aspect),
+        keyframe_poses=keyframe_poses, initial_view=view, fov_rad=camera_fov_rad, aspect=float(aspect),
         status_markdown="  \n".join(lines), version=version,
         map_key=map_key, pair_key=(keys[-1] if keys else None,),
     )

@@ -1,12 +1,14 @@
 """Benchmark of the full-size NoPoSplat network (random weights; no checkpoint needed).
 
-Prints: parameters, forward time per 2x256^2 pair (median after warm-up; CUDA synchronised), peak
-memory (CUDA max allocated; CPU peak RSS growth during the forward, sampled), and the speed ratio of
-our default path (fused SDPA attention + bf16/fp16 autocast on CUDA, fp32 on CPU; heads fp32) to a
-plain fp32 eager run of the same module (explicit-softmax attention, no autocast), measured
-interleaved in one run. ``--load-check`` also writes the random weights to a temporary
-.safetensors file and measures the peak RSS of loading it the way the predictor does (meta model +
-assign) in a fresh process, against the size of the weights.
+Side by side in one run (interleaved, median of ``--runs`` after ``--warmup``): our default path
+(what ``NoPoSplatPredictor(precision="auto")`` runs: fused SDPA attention, channels-last DPT convs,
+and on CPU dynamic int8 Linear layers, on CUDA bf16/fp16 autocast; heads float32) against a plain
+fp32 eager run of the same weights (explicit-softmax attention, no autocast, no quantisation).
+Prints the speed ratio, the peak memory (CUDA max allocated; CPU peak RSS growth, sampled), and the
+max output difference of the default path against fp32 on the same input, per output field. On CPU
+it also reports the int8 error on the tiny conformance weights (every Linear quantised, as a
+second, differently distributed set of weights) when ../shared/conformance is there.
+``--load-check`` also measures the peak RSS of loading the weights the way the predictor does.
 
     .venv/bin/python benchmarks/bench_network.py --device cpu --runs 3
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import os
 import pathlib
 import statistics
@@ -22,12 +25,17 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Callable
 
 import psutil
 import torch
 
-from noposplat_ros.predictors.network import NoPoSplatConfig, build_model
-from noposplat_ros.predictors.noposplat import PRECISIONS, resolve_device, resolve_precision
+from noposplat_ros.predictors.network import NoPoSplatConfig, NoPoSplatNet, build_model
+from noposplat_ros.predictors.network.speed import quantize_linear_int8_
+from noposplat_ros.predictors.noposplat import autocast_for, optimize_for_inference_, resolve_device, resolve_precision
+
+FIELDS = ("means", "opacities", "scales", "rotations_xyzw", "harmonics", "covariances")
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 class RssPeak:
@@ -60,30 +68,100 @@ class RssPeak:
         return self.peak - self.start
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def time_forward(model, image, K, device, *, fused: bool, precision: str) -> tuple[float, int]:
-    """One timed forward; returns (seconds, peak memory bytes)."""
-    model.set_fused_attention(fused)
-    ctx = torch.autocast(device.type, dtype=PRECISIONS[precision]) if precision != "fp32" else contextlib.nullcontext()
+def make_inputs(cfg: NoPoSplatConfig, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """image (1, 2, 3, H, W) in [-1, 1] and intrinsics_norm (1, 2, 3, 3) at cfg.image_hw."""
+    g = torch.Generator().manual_seed(seed)
+    H, W = cfg.image_hw
+    image = (torch.rand(1, 2, 3, H, W, generator=g) * 2 - 1).to(device)
+    K = torch.tensor([[1.0, 0, 0.5], [0, 1.0, 0.5], [0, 0, 1]]).expand(1, 2, 3, 3).contiguous().to(device)
+    return image, K
+
+
+def plain_fp32(model: NoPoSplatNet) -> NoPoSplatNet:
+    """The baseline: explicit-softmax attention, contiguous weights, no autocast (set in place)."""
+    model.set_fused_attention(False)
+    return model
+
+
+def forward_fn(model: NoPoSplatNet, image: torch.Tensor, K: torch.Tensor, precision: str) -> Callable[[], object]:
+    """A no-argument callable running one forward under inference mode and the precision's autocast."""
+    def run():
+        with torch.inference_mode(), autocast_for(image.device, precision):
+            return model(image, K)
+    return run
+
+
+def time_call(fn: Callable[[], object], device: torch.device) -> tuple[float, int]:
+    """One timed call (CUDA synchronised); returns (seconds, peak memory bytes above the start)."""
     if device.type == "cuda":
+        sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         mem = contextlib.nullcontext()
     else:
         mem = RssPeak()
-    _sync(device)
-    with mem, torch.inference_mode(), ctx:
+    with mem:
         t = time.perf_counter()
-        out = model(image, K)
-        _sync(device)
+        out = fn()
+        sync(device)
         dt = time.perf_counter() - t
     del out
     peak = torch.cuda.max_memory_allocated(device) - base if device.type == "cuda" else mem.peak_delta
     return dt, peak
+
+
+def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, runs: int, warmup: int
+                ) -> dict[str, dict[str, float]]:
+    """Time every callable ``runs`` times, interleaved so all see the same machine state.
+
+    Returns name -> {median_s, min_s, max_s, peak_bytes}."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            time_call(fn, device)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    peaks = {k: 0 for k in fns}
+    for _ in range(runs):
+        for key, fn in fns.items():
+            dt, peak = time_call(fn, device)
+            times[key].append(dt)
+            peaks[key] = max(peaks[key], peak)
+    return {k: dict(median_s=statistics.median(v), min_s=min(v), max_s=max(v), peak_bytes=peaks[k]) for k, v in times.items()}
+
+
+def output_diffs(out, ref) -> dict[str, tuple[float, float]]:
+    """field -> (max |out - ref|, max |ref|) for the Gaussian fields of two NetOutputs."""
+    res = {}
+    for f in FIELDS:
+        a, b = getattr(out, f).float(), getattr(ref, f).float()
+        res[f] = (float((a - b).abs().max()), float(b.abs().max()))
+    return res
+
+
+def format_diffs(d: dict[str, tuple[float, float]]) -> str:
+    return "; ".join(f"{k} {v[0]:.2e} (of max {v[1]:.2g})" for k, v in d.items())
+
+
+def tiny_int8_error() -> dict[str, tuple[float, float]] | None:
+    """int8 error on the tiny conformance weights with EVERY Linear quantised (the default threshold
+    leaves the tiny model exact); None when the conformance data is not there."""
+    from safetensors.torch import load_file
+
+    conf = pathlib.Path(os.environ.get("NOPOSPLAT_CONFORMANCE_DIR", REPO.parent / "shared" / "conformance"))
+    if not (conf / "noposplat_tiny_weights.safetensors").is_file():
+        return None
+    model = build_model(NoPoSplatConfig.tiny())
+    model.load_state_dict(load_file(str(conf / "noposplat_tiny_weights.safetensors")))
+    io = load_file(str(conf / "noposplat_tiny_io.safetensors"))
+    with torch.inference_mode():
+        ref = model(io["input.image"], io["input.intrinsics"])
+        quantize_linear_int8_(model, min_in_features=0)
+        out = model(io["input.image"], io["input.intrinsics"])
+    return output_diffs(out, ref)
 
 
 def load_check(model, cfg: NoPoSplatConfig) -> None:
@@ -115,8 +193,9 @@ def load_check(model, cfg: NoPoSplatConfig) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    ap.add_argument("--runs", type=int, default=5, help="timed runs per path (after --warmup)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+                    help="the default path's precision (auto = what the predictor picks)")
+    ap.add_argument("--runs", type=int, default=3, help="timed runs per path (after --warmup)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--resolution", type=int, default=256, choices=[256, 512])
     ap.add_argument("--load-check", action="store_true", help="also measure peak RSS of loading the weights (writes ~2.4 GB to a temp dir)")
@@ -127,38 +206,40 @@ def main() -> int:
     cfg = NoPoSplatConfig.released(args.resolution)
     torch.manual_seed(0)
     t = time.perf_counter()
-    model = build_model(cfg, device=device)
-    model.rebuild_buffers(device)
+    base = build_model(cfg, device=device)
+    base.rebuild_buffers(device)
     build_s = time.perf_counter() - t
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = sum(p.numel() for p in base.parameters())
+    # the default path's model: a copy with the predictor's settings (int8 shares nothing it changes)
+    fast = optimize_for_inference_(copy.deepcopy(base), device, precision)
+    plain_fp32(base)
     H, W = cfg.image_hw
-    image = torch.rand(1, 2, 3, H, W, device=device) * 2 - 1
-    K = torch.tensor([[1.0, 0, 0.5], [0, 1.0, 0.5], [0, 0, 1]], device=device).expand(1, 2, 3, 3).contiguous()
+    image, K = make_inputs(cfg, device)
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads)"
-    print(f"device: {name}; torch {torch.__version__}")
+    load = os.getloadavg()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads, capability {torch.backends.cpu.get_cpu_capability()})"
+    print(f"device: {name}; torch {torch.__version__}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"model: released {H}x{W}, {n_params:,} parameters ({n_params * 4 / 2**30:.2f} GiB fp32), built in {build_s:.1f} s")
-    print(f"default path: fused SDPA attention, precision {precision} (heads fp32); baseline: explicit softmax, fp32, no autocast")
+    print(f"default path: precision {precision}, fused SDPA attention, channels-last convs (heads fp32); "
+          "baseline: plain fp32 eager (explicit softmax, no autocast)")
 
-    paths = {"default": dict(fused=True, precision=precision), "baseline": dict(fused=False, precision="fp32")}
-    for _ in range(args.warmup):
-        for kw in paths.values():
-            time_forward(model, image, K, device, **kw)
-    times: dict[str, list[float]] = {k: [] for k in paths}
-    peaks: dict[str, int] = {k: 0 for k in paths}
-    for _ in range(args.runs):
-        for key, kw in paths.items():  # interleaved so both see the same machine state
-            dt, peak = time_forward(model, image, K, device, **kw)
-            times[key].append(dt)
-            peaks[key] = max(peaks[key], peak)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    fns = {"default": forward_fn(fast, image, K, precision), "baseline": forward_fn(base, image, K, "fp32")}
+    res = interleaved(fns, device, args.runs, args.warmup)
     mem_kind = "CUDA max allocated above the weights" if device.type == "cuda" else "peak RSS growth during the forward"
-    for key in paths:
-        print(f"{key:8s}: median {med[key] * 1000:9.1f} ms per 2x{H}x{W} pair over {args.runs} runs "
-              f"(min {min(times[key]) * 1000:.1f}, max {max(times[key]) * 1000:.1f}); {mem_kind} {peaks[key] / 2**20:.0f} MiB")
-    print(f"speed ratio default / plain fp32 eager: {med['baseline'] / med['default']:.2f}x faster")
+    for key, r in res.items():
+        print(f"{key:8s}: median {r['median_s'] * 1000:9.1f} ms per 2x{H}x{W} pair over {args.runs} runs "
+              f"(min {r['min_s'] * 1000:.1f}, max {r['max_s'] * 1000:.1f}); {mem_kind} {r['peak_bytes'] / 2**20:.0f} MiB")
+    print(f"speed ratio default / plain fp32 eager: {res['baseline']['median_s'] / res['default']['median_s']:.2f}x faster")
+    diffs = output_diffs(fns["default"](), fns["baseline"]())
+    print(f"max |default - fp32| on the same input: {format_diffs(diffs)}")
+    if device.type == "cpu":
+        tiny = tiny_int8_error()
+        if tiny is not None:
+            print(f"tiny conformance weights, every Linear int8 vs fp32: {format_diffs(tiny)}")
+    load = os.getloadavg()
+    print(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.load_check:
-        load_check(model, cfg)
+        load_check(base, cfg)
     return 0
 
 

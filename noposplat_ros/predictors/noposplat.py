@@ -1,8 +1,9 @@
 """NoPoSplat predictor: a keyframe pair -> Gaussians of both views in camera 0's frame + relative pose.
 
 Stages: preprocess (resize + centre crop to the model grid, K normalised) -> network (CUDA: bf16 or
-fp16 autocast with fused attention, heads in float32; CPU: float32) -> Gaussians (float32, CPU) ->
-PnP-RANSAC on view 1's centres (official procedure) -> optional photometric refinement.
+fp16 autocast with fused attention, heads in float32; CPU: dynamic int8 Linear layers + channels-last
+convolutions, or bf16 autocast where the CPU has native bf16 and it is asked for) -> Gaussians
+(float32, CPU) -> PnP-RANSAC on view 1's centres (official procedure) -> optional photometric refinement.
 """
 from __future__ import annotations
 
@@ -21,11 +22,16 @@ from noposplat_ros.predictors.network.checkpoint import load_checkpoint_into
 from noposplat_ros.predictors.network import NoPoSplatConfig, NoPoSplatNet, build_model
 from noposplat_ros.predictors.network.model import NetOutput
 from noposplat_ros.predictors.network.preprocess import PreparedPair, prepare_pair
+from noposplat_ros.predictors.network.speed import (
+    channels_last_convs_, cpu_has_native_bf16, int8_supported, quantize_linear_int8_,
+)
 from noposplat_ros.types import Gaussians, KeyframePair, PairReconstruction, PoseEstimate, PoseStatus, ScaleKind
 
 BACKEND_NAME = "noposplat"
+# autocast dtypes; "int8" (CPU only) runs fp32 autocast-free with dynamic int8 Linear layers
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-_PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16", "int8")
+_PRECISION_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16", "qint8": "int8"}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -39,15 +45,52 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> bf16 on CUDA where supported, fp16 on older CUDA GPUs, fp32 on CPU."""
+    """'auto' -> bf16 on CUDA where supported, fp16 on older CUDA GPUs; on CPU int8 (dynamic int8
+    Linear layers, the measured fastest CPU path) where torch has a quantised engine, else fp32.
+    bf16 on a CPU without native bf16 (no AVX512-BF16/AMX) is allowed when asked for but warns: it
+    measured ~5x slower than fp32 there. int8 is CPU only."""
     p = _PRECISION_ALIASES.get(str(precision).lower(), str(precision).lower())
     if p == "auto":
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
-    if p not in PRECISIONS:
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+        return "int8" if device.type == "cpu" and int8_supported() else "fp32"
+    if p not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
+    if p == "int8" and (device.type != "cpu" or not int8_supported()):
+        raise ValueError(f"precision int8 needs the CPU with a quantised engine (device {device})")
+    if p == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn("bf16 on a CPU without native bf16 (AVX512-BF16/AMX) is emulated and slower than fp32",
+                      stacklevel=2)
     return p
+
+
+def autocast_for(device: torch.device, precision: str):
+    """The autocast context of a resolved precision (none for fp32 and int8)."""
+    if precision in ("fp32", "int8"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+
+
+def optimize_for_inference_(model: NoPoSplatNet, device: torch.device, precision: str) -> NoPoSplatNet:
+    """Apply the speed settings of a resolved precision to a loaded model, in place.
+
+    Every path: fused attention (SDPA). CPU and CUDA: channels-last DPT convolutions (measured faster
+    on CPU; NHWC is the tensor-core layout on CUDA). int8: dynamic int8 for the large Linear layers.
+    """
+    model.set_fused_attention(True)
+    channels_last_convs_(model)
+    if precision == "int8":
+        quantize_linear_int8_(model)
+    return model
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> GPU through pinned memory with a non-blocking copy (no sync); a no-op on the same device."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def resolve_model_config(model_config: Any, checkpoint: str | pathlib.Path | None = None) -> NoPoSplatConfig:
@@ -108,7 +151,8 @@ class NoPoSplatPredictor:
     checkpoint: official ``.ckpt`` (Lightning) or converted ``.safetensors``.
     model_config: NoPoSplatConfig, a model-config JSON path, 256/512, or None (released model).
     device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
-    precision: "auto" (CUDA bf16 where supported, else fp16; CPU fp32), "fp32", "bf16", "fp16".
+    precision: "auto" (CUDA bf16 where supported, else fp16; CPU int8), "fp32", "bf16", "fp16", "int8"
+      (CPU only: dynamic int8 Linear layers, float32 elsewhere; accuracy in docs/readme_network.md).
     refine: photometric pose refinement: None = auto (on CUDA only), False = off, True = default
       RefineConfig, or a RefineConfig.
     allow_pickle: let a ``.ckpt`` that needs full unpickling load (only for trusted files).
@@ -136,19 +180,20 @@ class NoPoSplatPredictor:
         load_checkpoint_into(model, self.checkpoint, allow_pickle=allow_pickle)
         self.model: NoPoSplatNet | None = model.to(self.device).eval()
         self.model.rebuild_buffers(self.device)
+        optimize_for_inference_(self.model, self.device, self.precision)
 
     # ------------------------------------------------------------------ network
     def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
+        return autocast_for(self.device, self.precision)
 
     def run_network(self, image: torch.Tensor, intrinsics_norm: torch.Tensor) -> NetOutput:
         """image (B, 2, 3, H, W) in [-1, 1], intrinsics_norm (B, 2, 3, 3) -> NetOutput (float32)."""
         if self.model is None:
             raise RuntimeError("predictor is closed")
+        image = _to_device(image, self.device)
+        intrinsics_norm = _to_device(intrinsics_norm, self.device)
         with torch.inference_mode(), self._autocast():
-            out = self.model(image.to(self.device), intrinsics_norm.to(self.device))
+            out = self.model(image, intrinsics_norm)
         return out
 
     def predict_gaussians(

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
 
 from noposplat_ros.pose import se3
-from noposplat_ros.pose.pnp import solve_pnp_official
-from noposplat_ros.transforms import is_rigid
+from noposplat_ros.pose.pnp import solve_pnp, solve_pnp_official
+from noposplat_ros.transforms import is_rigid, rotation_angle_deg
 from noposplat_ros.types import PoseStatus
 
 
@@ -49,6 +50,50 @@ def test_pnp_reproduces_official(golden):
     assert est.residual_px < 1e-3
     assert est.covariance.shape == (6, 6)
     assert np.all(np.linalg.eigvalsh(est.covariance) >= -1e-18)
+
+
+def test_pnp_method_official_is_the_official_procedure(golden):
+    g, _ = golden
+    est = solve_pnp(g["pnp.means_view2"], g["pnp.opacities_view2"], _K(g), method="official")
+    np.testing.assert_allclose(est.T_cam0_from_cam1, g["pnp.c2w_view2_official"], atol=1e-6)
+    with pytest.raises(ValueError, match="pnp method"):
+        solve_pnp(g["pnp.means_view2"], g["pnp.opacities_view2"], _K(g), method="nope")
+
+
+def _synthetic_centres(rng, outlier_frac: float, noise_m: float):
+    """View-1 per-pixel centres in camera 0 from a known pose: (means (H, W, 3), opac, K, c2w true)."""
+    H, W = 48, 64
+    K = np.array([[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1]])
+    c2w = np.eye(4)
+    c2w[:3, :3] = cv2.Rodrigues(np.array([0.05, -0.2, 0.03]))[0]
+    c2w[:3, 3] = [1.0, 0.1, -0.2]
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)  # integer pixel indices, as the procedure uses
+    depth = rng.uniform(2.0, 6.0, (H, W))
+    X1 = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones((H, W))], -1) * depth[..., None]
+    means = X1 @ c2w[:3, :3].T + c2w[:3, 3] + rng.normal(0, noise_m, (H, W, 3))
+    bad = rng.random((H, W)) < outlier_frac
+    means[bad] += rng.normal(0, 1.0, (int(bad.sum()), 3))
+    return means, np.full((H, W), 0.9), K, c2w
+
+
+def test_pnp_default_recovers_the_true_pose_with_outliers():
+    rng = np.random.default_rng(5)
+    means, opac, K, c2w = _synthetic_centres(rng, outlier_frac=0.3, noise_m=0.002)
+    est = solve_pnp(means, opac, K)  # default: PoseLib
+    off = solve_pnp(means, opac, K, method="official")
+    rot = rotation_angle_deg(est.T_cam0_from_cam1[:3, :3].T @ c2w[:3, :3])
+    pos = np.linalg.norm(est.T_cam0_from_cam1[:3, 3] - c2w[:3, 3])
+    rot_off = rotation_angle_deg(off.T_cam0_from_cam1[:3, :3].T @ c2w[:3, :3])
+    pos_off = np.linalg.norm(off.T_cam0_from_cam1[:3, 3] - c2w[:3, 3])
+    print(f"\npnp poselib: rot {rot:.4f} deg, pos {pos * 1e3:.2f} mm; official: rot {rot_off:.4f} deg, pos {pos_off * 1e3:.2f} mm")
+    assert est.status != PoseStatus.LOST and "poselib" in est.message
+    assert rot < 0.05 and pos < 0.01
+    assert abs(est.num_inliers - int(0.7 * means.shape[0] * means.shape[1])) < 0.1 * means.shape[0] * means.shape[1]
+    # honest covariance: the true error is plausible under it (chi-square 6 dof, 99.9 %)
+    e = np.concatenate([est.T_cam0_from_cam1[:3, 3] - c2w[:3, 3],
+                        cv2.Rodrigues(c2w[:3, :3] @ est.T_cam0_from_cam1[:3, :3].T)[0].ravel()])
+    assert e @ np.linalg.solve(est.covariance, e) < 22.5
+    assert rot <= rot_off + 0.01  # at least as good as the official procedure on the same input
 
 
 def test_pnp_uses_opacity_mask_and_integer_pixels(golden):

@@ -1,4 +1,11 @@
-"""Coarse relative pose: PnP-RANSAC on the predicted view-1 centres, as the official NoPoSplat does.
+"""Coarse relative pose: PnP on the predicted view-1 centres.
+
+Two methods (``solve_pnp(..., method=)``):
+- ``"poselib"`` (default): ``poselib.estimate_absolute_pose`` (P3P LO-RANSAC + Cauchy bundle refinement,
+  ``max_reproj_error`` in pixels) on the same candidates (opacity > 0.3, integer pixel indices), then
+  the covariance below. Measured better than the official procedure on noisy centres with outliers
+  (test/test_pose_golden.py).
+- ``"official"``: the official NoPoSplat procedure below, reproducing its golden result.
 
 Official procedure (spec §11): K de-normalised to pixels, 2D points are the integer pixel indices
 (u = column, v = row, no +0.5), pixels with opacity > 0.3, ``cv2.solvePnPRansac`` without distortion,
@@ -17,6 +24,7 @@ import dataclasses
 
 import cv2
 import numpy as np
+import poselib
 
 from noposplat_ros.pose.se3 import so3_log_np
 from noposplat_ros.types import PoseEstimate, PoseStatus
@@ -24,6 +32,7 @@ from noposplat_ros.types import PoseEstimate, PoseStatus
 OPACITY_THRESHOLD = 0.3
 RANSAC_ITERATIONS = 100
 REPROJECTION_ERROR_PX = 5.0
+PNP_METHODS = ("poselib", "official")
 
 
 @dataclasses.dataclass
@@ -150,3 +159,85 @@ def solve_pnp_official(
         )
     except cv2.error as e:  # OpenCV raises on degenerate configurations
         return PoseEstimate.lost(f"pnp: OpenCV error: {str(e).strip().splitlines()[-1]}")
+
+
+def _candidates(means_hw3, opacities_hw, K_px, q: PnPQualityConfig):
+    """Shared input checks -> (obj (N, 3), img (N, 2) integer pixel indices, K) or a LOST PoseEstimate."""
+    means = np.asarray(means_hw3, dtype=np.float64)
+    opac = np.asarray(opacities_hw, dtype=np.float64)
+    K = np.array(K_px, dtype=np.float64, copy=True)
+    if means.ndim != 3 or means.shape[2] != 3:
+        return PoseEstimate.lost(f"pnp: means must be (H, W, 3), got {means.shape}")
+    H, W = means.shape[:2]
+    if opac.shape != (H, W):
+        return PoseEstimate.lost(f"pnp: opacities must be {(H, W)}, got {opac.shape}")
+    if K.shape != (3, 3) or not np.all(np.isfinite(K)):
+        return PoseEstimate.lost(f"pnp: K must be a finite (3, 3), got {K.shape}")
+    v, u = np.meshgrid(np.arange(H, dtype=np.float64), np.arange(W, dtype=np.float64), indexing="ij")
+    mask = (opac > OPACITY_THRESHOLD) & np.all(np.isfinite(means), axis=-1)
+    n = int(mask.sum())
+    if n < q.min_points:
+        return PoseEstimate.lost(f"pnp: only {n} points with opacity > {OPACITY_THRESHOLD}")
+    return np.ascontiguousarray(means[mask]), np.ascontiguousarray(np.stack([u[mask], v[mask]], axis=-1)), K
+
+
+def solve_pnp_poselib(
+    means_hw3: np.ndarray,
+    opacities_hw: np.ndarray,
+    K_px: np.ndarray,
+    quality: PnPQualityConfig | None = None,
+    max_reproj_error_px: float = REPROJECTION_ERROR_PX,
+) -> PoseEstimate:
+    """Like ``solve_pnp_official`` (same inputs, candidates and status rules) through PoseLib's
+    LO-RANSAC + robust refinement; never raises."""
+    q = quality or PnPQualityConfig()
+    cand = _candidates(means_hw3, opacities_hw, K_px, q)
+    if isinstance(cand, PoseEstimate):
+        return cand
+    obj, img, K = cand
+    H, W = np.asarray(opacities_hw).shape
+    camera = {"model": "PINHOLE", "width": int(W), "height": int(H),
+              "params": [float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])]}
+    pose, info = poselib.estimate_absolute_pose(
+        img, obj, camera, {"max_reproj_error": float(max_reproj_error_px)},
+        {"loss_type": "CAUCHY", "loss_scale": 0.5 * float(max_reproj_error_px)},
+    )
+    inl = np.flatnonzero(np.asarray(info["inliers"], bool))
+    if inl.size < q.min_inliers:
+        return PoseEstimate.lost(f"pnp: only {inl.size} inliers")
+    w2c = np.eye(4)
+    w2c[:3, :3] = np.asarray(pose.R)
+    w2c[:3, 3] = np.asarray(pose.t)
+    c2w = np.linalg.inv(w2c)
+    if not np.all(np.isfinite(c2w)):
+        return PoseEstimate.lost("pnp: non-finite pose")
+    rvec = cv2.Rodrigues(w2c[:3, :3])[0]
+    cov, rms = _covariance(obj[inl], img[inl], K, rvec, w2c[:3, 3].reshape(3, 1))
+    n = len(obj)
+    status = PoseStatus.OK
+    msgs = []
+    if inl.size / n < q.degraded_inlier_ratio:
+        status = PoseStatus.DEGRADED
+        msgs.append(f"inlier ratio {inl.size / n:.2f}")
+    if rms > q.degraded_residual_px:
+        status = PoseStatus.DEGRADED
+        msgs.append(f"residual {rms:.2f} px")
+    if status == PoseStatus.DEGRADED:
+        cov = cov * q.degraded_covariance_factor
+    return PoseEstimate(T_cam0_from_cam1=c2w, covariance=cov, status=status, num_inliers=int(inl.size),
+                        residual_px=rms, message="pnp (poselib): " + (", ".join(msgs) if msgs else "ok"))
+
+
+def solve_pnp(
+    means_hw3: np.ndarray,
+    opacities_hw: np.ndarray,
+    K_px: np.ndarray,
+    quality: PnPQualityConfig | None = None,
+    method: str = "poselib",
+) -> PoseEstimate:
+    """PnP pose of camera 1 in camera 0 from its per-pixel centres by ``method`` ("poselib" | "official")."""
+    if method == "poselib":
+        return solve_pnp_poselib(means_hw3, opacities_hw, K_px, quality)
+    if method == "official":
+        return solve_pnp_official(means_hw3, opacities_hw, K_px, quality)
+    raise ValueError(f"pnp method must be one of {PNP_METHODS}, got {method!r}")

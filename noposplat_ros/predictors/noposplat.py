@@ -3,7 +3,7 @@
 Stages: preprocess (resize + centre crop to the model grid, K normalised) -> network (CUDA: bf16 or
 fp16 autocast with fused attention, heads in float32; CPU: dynamic int8 Linear layers + channels-last
 convolutions, or bf16 autocast where the CPU has native bf16 and it is asked for) -> Gaussians
-(float32, CPU) -> PnP-RANSAC on view 1's centres (official procedure) -> optional photometric refinement.
+(float32, CPU) -> PnP on view 1's centres (PoseLib by default, pnp_method='official' for the reference procedure) -> optional photometric refinement.
 """
 from __future__ import annotations
 
@@ -169,7 +169,13 @@ class NoPoSplatPredictor:
         refine: Any = None,
         *,
         allow_pickle: bool = False,
+        pnp_method: str = "poselib",
     ) -> None:
+        from noposplat_ros.pose.pnp import PNP_METHODS
+
+        if pnp_method not in PNP_METHODS:
+            raise ValueError(f"pnp_method must be one of {PNP_METHODS}, got {pnp_method!r}")
+        self.pnp_method = pnp_method  # "poselib" (default) or "official" (the reference procedure)
         self.config = resolve_model_config(model_config, checkpoint)
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
@@ -245,7 +251,7 @@ class NoPoSplatPredictor:
         *, stamp0_ns: int = 0, stamp1_ns: int = 0, frame_id: str = "camera",
     ) -> PairReconstruction:
         """Like predict() from arrays: rgb (H_i, W_i, 3) uint8 or float [0, 1], K (3, 3) pixels."""
-        from noposplat_ros.pose.pnp import solve_pnp_official
+        from noposplat_ros.pose.pnp import solve_pnp
 
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -266,7 +272,7 @@ class NoPoSplatPredictor:
         n = H * W
         means1 = gaussians.means[n:].reshape(H, W, 3).numpy()
         opac1 = gaussians.opacities[n:].reshape(H, W).numpy()
-        pose = solve_pnp_official(means1, opac1, prepared.K_grid_px[1])
+        pose = solve_pnp(means1, opac1, prepared.K_grid_px[1], method=self.pnp_method)
         timings["pnp"] = time.perf_counter() - t
 
         if self._refine_enabled() and pose.status != PoseStatus.LOST:

@@ -105,15 +105,15 @@ def _sort_jobs(args: argparse.Namespace, jobs: list[output_dirs.BagJob]) -> tupl
     todo, skipped, blocked = [], [], []
     for job in jobs:
         state = output_dirs.output_state(job)
+        marker = output_dirs.read_marker(job.final_dir) if state != output_dirs.ABSENT else None
         if state == output_dirs.COMPLETE and args.resume:
-            marker = output_dirs.read_marker(job.final_dir) or {}
             skipped.append(BagOutcome.from_dict({**marker, "name": job.name, "input": str(job.input_path), "status": SKIPPED}))
-        elif state == output_dirs.ABSENT:
+        elif state == output_dirs.ABSENT or (marker is not None and args.overwrite):
             todo.append(job)
-        elif output_dirs.read_marker(job.final_dir) is None:
+        elif marker is None:
             blocked.append(f"{job.final_dir} (not written by process-bags; move it away)")
-        elif args.overwrite:
-            todo.append(job)
+        elif state == output_dirs.OTHER:
+            blocked.append(f"{job.final_dir} (the output of {marker.get('input')}; --overwrite replaces it)")
         else:
             blocked.append(f"{job.final_dir} (use --resume to skip it or --overwrite to replace it)")
     if blocked:
@@ -135,13 +135,13 @@ def _worker_count(ray: Any, args: argparse.Namespace, bags: int) -> int:
 
 
 def _schedule(ray: Any, args: argparse.Namespace, jobs: list[output_dirs.BagJob], skipped: list[BagOutcome],
-              out_dir: pathlib.Path, stop: _StopOnSigint) -> tuple[dict[str, BagOutcome], bool, float]:
-    """Run the jobs on Ray actors; (outcomes by name, interrupted, wall seconds). Summary rewritten per bag."""
+              all_names: list[str], out_dir: pathlib.Path, stop: _StopOnSigint) -> tuple[dict[str, BagOutcome], bool, float]:
+    """Run the jobs on Ray actors; (outcomes by name, interrupted, wall seconds). The summary (bags in
+    ``all_names`` order, as given on the command line) is rewritten after every bag."""
     from ray.exceptions import RayActorError, RayTaskError
 
     from noposplat_ros.fleet.worker import BagWorker
 
-    all_names = [o.name for o in skipped] + [j.name for j in jobs]
     outcomes: dict[str, BagOutcome] = {o.name: o for o in skipped}
     progress = FleetProgress(len(all_names), skipped=len(skipped))
     # a line whenever a bag finishes, and at least every interval_s while bags run
@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_ERROR
     try:
         with _StopOnSigint() as stop:  # after ray.init, so our handler is the one in place
-            outcomes, interrupted, wall_s = _schedule(ray, args, todo, skipped, out_dir, stop)
+            outcomes, interrupted, wall_s = _schedule(ray, args, todo, skipped, [j.name for j in jobs], out_dir, stop)
     except ValueError as exc:
         print(f"process-bags: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

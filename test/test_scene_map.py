@@ -16,6 +16,8 @@ from noposplat_ros.mapping import fusion
 from noposplat_ros.mapping.scene_map import MapConfig, SceneMap
 from noposplat_ros.render.from_depth import gaussians_from_depth
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 HW = (96, 128)
 CELL = 4  # coverage is counted on 4x4-px cells
 

@@ -77,6 +77,8 @@ class GeometryConfig:
     ratio: Lowe's ratio test threshold (on distances).
     mutual: also require mutual nearest neighbours.
     two_view: PoseLib / covariance / model-selection options (``pose.two_view.TwoViewOptions``).
+    flow_prior: start DIS from the flow that the refined pose and the inliers' sparse depths predict
+      (without it DIS loses motions beyond a few tens of grid pixels).
     flow_preset: DIS preset ("ultrafast", "fast", "medium"); flow_finest_scale: DIS finest pyramid
       level (0 = full grid resolution, more accurate).
     fb_threshold_px: forward-backward consistency threshold in grid pixels.
@@ -98,6 +100,7 @@ class GeometryConfig:
     ratio: float = 0.8
     mutual: bool = True
     two_view: TwoViewOptions = dataclasses.field(default_factory=TwoViewOptions)
+    flow_prior: bool = True
     flow_preset: str = "medium"
     flow_finest_scale: int = 0
     fb_threshold_px: float = 1.0
@@ -193,6 +196,43 @@ def _fill_nearest(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Predictor
 # --------------------------------------------------------------------------------------------
+def prior_flow(
+    X_a: np.ndarray, K_a: np.ndarray, K_b: np.ndarray, R_b_from_a: np.ndarray, t_b_from_a: np.ndarray,
+    hw: tuple[int, int],
+) -> np.ndarray | None:
+    """(H, W, 2) float32 flow a->b predicted by sparse 3-D points X_a (M, 3) in camera a and the pose.
+
+    Their inverse depths are spread to every grid pixel of view a (nearest point, then smoothed), each
+    pixel's point is moved into camera b and projected with K_b. None when fewer than 8 points project.
+    """
+    h, w = hw
+    if len(X_a) < 8:
+        return None
+    x = X_a @ K_a.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u, v = np.rint(x[:, 0] / x[:, 2]).astype(np.int64), np.rint(x[:, 1] / x[:, 2]).astype(np.int64)
+    ok = (X_a[:, 2] > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    if ok.sum() < 8:
+        return None
+    inv = np.zeros((h, w), np.float32)
+    has = np.zeros((h, w), bool)
+    inv[v[ok], u[ok]] = 1.0 / X_a[ok, 2]
+    has[v[ok], u[ok]] = True
+    inv = _fill_nearest(inv, has)
+    k = max(3, (max(h, w) // 32) | 1)
+    inv = cv2.GaussianBlur(inv, (k, k), 0)
+    z = 1.0 / np.maximum(inv.ravel().astype(np.float64), 1e-6)
+    pts = _pixel_rays(K_a, hw) * z[:, None]
+    Xb = pts @ R_b_from_a.T + t_b_from_a
+    xb = Xb @ K_b.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ub, vb = xb[:, 0] / xb[:, 2], xb[:, 1] / xb[:, 2]
+    vv, uu = np.mgrid[0:h, 0:w]
+    flow = np.stack([ub - uu.ravel(), vb - vv.ravel()], 1)
+    flow[~np.isfinite(flow).all(1) | (Xb[:, 2] <= 0)] = 0.0
+    return np.ascontiguousarray(flow.reshape(h, w, 2).astype(np.float32))
+
+
 def _empty_gaussians(sh_degree: int) -> Gaussians:
     """Zero Gaussians (a pose without splats)."""
     k = (sh_degree + 1) ** 2
@@ -301,8 +341,18 @@ class GeometryPredictor:
             # 4. dense flow both ways
             t = time.perf_counter()
             grey = [cv2.cvtColor(g, cv2.COLOR_RGB2GRAY) for g in grids]
-            flow01 = self._dis.calc(grey[0], grey[1], None)
-            flow10 = self._dis.calc(grey[1], grey[0], None)
+            flow01 = flow10 = None
+            if cfg.flow_prior:
+                # Start DIS from the flow the refined pose + the inliers' sparse depth predict: DIS
+                # alone loses large motions (measured: 0 % of pixels consistent at baseline/depth 0.2).
+                X0 = tv.points_cam0[inl]
+                X0 = X0[np.isfinite(X0).all(1)]
+                X1 = (X0 - tv.t) @ tv.R  # the same points in camera 1
+                flow01 = prior_flow(X0, K_grid_arr[0], K_grid_arr[1], tv.R.T, -tv.R.T @ tv.t, hw)
+                flow10 = prior_flow(X1, K_grid_arr[1], K_grid_arr[0], tv.R, tv.t, hw)
+            # DIS starts from the flow passed in when it is (H, W, 2) float32 (OpenCV's input-flow rule)
+            flow01 = self._dis.calc(grey[0], grey[1], flow01)
+            flow10 = self._dis.calc(grey[1], grey[0], flow10)
             timings["flow"] = time.perf_counter() - t
 
             # 5. triangulation per pixel, both views, under the refined pose

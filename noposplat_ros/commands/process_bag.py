@@ -7,6 +7,9 @@ Output layout (OUTPUT is a directory the command creates):
     OUTPUT/ply/pair_NNNNNN_<stamp0_ns>.ply   one 3DGS PLY per pair with splats (``_lost.ply``: pose LOST,
                            splats in the predictor's unit-baseline scale)
     OUTPUT/trajectory.tum  camera trajectory (TUM: stamp_s tx ty tz qx qy qz qw)
+    OUTPUT/map.ply         the fused scene map of the newest trajectory segment (odom frame, INRIA 3DGS
+                           layout); the bag's /noposplat/map carries it every map_publish_period_s of
+                           bag time and at the end
     OUTPUT/summary.json    counts (frames, decoded, rejected by kind, keyframes, pairs), interrupted flag
 
 Exit codes: 0 done; 1 bad input / usage (one line on stderr naming the problem); 130 interrupted by
@@ -35,6 +38,7 @@ EXIT_INTERRUPTED = 130
 BAG_DIR = "bag"
 PLY_DIR = "ply"
 TRAJECTORY_FILE = "trajectory.tum"
+MAP_FILE = "map.ply"
 SUMMARY_FILE = "summary.json"
 _OUR_ENTRIES = {BAG_DIR, PLY_DIR, TRAJECTORY_FILE, SUMMARY_FILE}
 
@@ -270,10 +274,14 @@ def _pipeline_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             options["allow_pickle"] = True
     refine = {"auto": None, "enabled": True, "disabled": False, "on": True, "off": False}.get(str(p.get("refine", "auto")))
     baseline = float(p.get("metric_baseline_m") or 0.0)
+    from noposplat_ros.mapping.scene_map import map_config_from_params
+
+    map_cfg, map_enabled = map_config_from_params(p)
     cfg = PipelineConfig(
         keyframes=keyframes, predictor=backend_choice, predictor_options=options, checkpoint=checkpoint,
         metric_baseline_m=baseline if baseline > 0 else None, refine=refine,
         include_sh=bool(p.get("include_sh", False)), min_opacity=float(p.get("min_opacity", 0.0)),
+        map=map_cfg, map_enabled=map_enabled,
     )
     cfg.validate()
     frames = {
@@ -282,6 +290,7 @@ def _pipeline_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         "scale_odometry_max_gap_s": float(p.get("scale_odometry_max_gap_s", 0.5)),
         "scale_odometry_min_m": float(p.get("scale_odometry_min_m", 0.02)),
         "publish_tf": bool(p.get("publish_tf", True)),
+        "map_publish_period_s": float(p.get("map_publish_period_s", 1.0)),
     }
     if not 0 < frames["scale_odometry_max_gap_s"] <= 10.0:
         raise ValueError(f"scale_odometry_max_gap_s must be in (0, 10], got {frames['scale_odometry_max_gap_s']}")
@@ -434,6 +443,10 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None, pre
             if frames_cfg is None:  # no mount: as the node, no odometry / tf for this pair
                 outs.odometry = None
             bag_io.write_pair_outputs(out_bag, outs)
+            if frames_cfg is not None and frames_cfg.T_base_from_cam is not None:
+                map_state["T_odom_from_world"] = frames_cfg.T_base_from_cam
+            if result.stamp0_ns - map_state["written_ns"] >= shell["map_publish_period_s"] * 1e9:
+                write_map()
             if result.gaussians is not None and result.gaussians.num > 0 and not args.no_ply:
                 from noposplat_ros.io.ply import write_ply
 
@@ -441,6 +454,27 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None, pre
                 suffix = "" if result.ok else "_lost"  # LOST: splats in predictor units, pose untrusted
                 write_ply(ply_dir / f"pair_{result.index:06d}_{result.stamp0_ns}{suffix}.ply", result.gaussians)
                 stats.ply_files += 1
+
+        map_state: dict[str, Any] = {"T_odom_from_world": None, "written_ns": -(1 << 62), "version": -1}
+
+        def map_in_odom() -> Any:
+            from noposplat_ros.mapping.scene_map import rigid_transform
+
+            g = pipeline.scene_map.fused()
+            T = map_state["T_odom_from_world"]
+            return rigid_transform(g, T).to("cpu") if T is not None else g.to("cpu")
+
+        def write_map() -> None:
+            """The map on /noposplat/map as the node publishes ~/map: only when it changed."""
+            smap = pipeline.scene_map
+            if not cfg.map_enabled or smap.version == map_state["version"] or smap.num_gaussians == 0:
+                return
+            from noposplat_ros.outputs import pointcloud
+            from noposplat_ros.outputs.records import cloud_record
+
+            arr = pointcloud.gaussians_to_structured(map_in_odom())
+            bag_io.write_map(out_bag, cloud_record(arr, smap.last_stamp_ns, shell["odom_frame"]))
+            map_state["version"], map_state["written_ns"] = smap.version, smap.last_stamp_ns
 
         def output_frames(camera_frame: str) -> Any:
             """As the node's _output_frames: None (and a fault) when base_frame has no mount."""
@@ -501,6 +535,11 @@ def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None, pre
             else:
                 flush()  # end of the bag: no more odometry will come
                 stats.rejected = source.faults
+                write_map()
+                if cfg.map_enabled and pipeline.scene_map.num_gaussians:
+                    from noposplat_ros.io.ply import write_ply
+
+                    write_ply(output / MAP_FILE, map_in_odom())
         finally:
             # Always close: the storage index and metadata.yaml make a partial bag a valid bag.
             out_bag.close()

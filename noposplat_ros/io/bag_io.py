@@ -40,12 +40,14 @@ SPLATS_TOPIC = "/noposplat/splats"
 SPLAT_PAIR_TOPIC = "/noposplat/splat_pair"
 ODOMETRY_TOPIC = "/noposplat/odometry"
 TF_TOPIC = "/tf"
+MAP_TOPIC = "/noposplat/map"  # the fused scene map (the node's ~/map), odom frame
 SPLAT_PAIR_TYPE = "noposplat_msgs/msg/SplatPair"
 OUTPUT_TOPICS: dict[str, str] = {
     SPLATS_TOPIC: "sensor_msgs/msg/PointCloud2",
     SPLAT_PAIR_TOPIC: SPLAT_PAIR_TYPE,
     ODOMETRY_TOPIC: "nav_msgs/msg/Odometry",
     TF_TOPIC: "tf2_msgs/msg/TFMessage",
+    MAP_TOPIC: "sensor_msgs/msg/PointCloud2",
 }
 STORAGES = ("mcap", "sqlite3")
 
@@ -438,6 +440,11 @@ def write_pair_outputs(bag: "OutputBag", outputs: Any) -> None:
         if bag._tf_last_ns.get(rec.child_frame_id, -1) < rec.header.stamp_ns:
             bag.write(TF_TOPIC, tf_msg(ts, [rec]), rec.header.stamp_ns)
             bag._tf_last_ns[rec.child_frame_id] = rec.header.stamp_ns
+
+
+def write_map(bag: "OutputBag", cloud: Any) -> None:
+    """Write the scene map (outputs.records.CloudRecord, odom frame) on MAP_TOPIC at its stamp."""
+    bag.write(MAP_TOPIC, cloud_msg(bag.typestore, cloud), cloud.header.stamp_ns)
 
 
 # ------------------------------------------------------------------ writing input bags (tests)

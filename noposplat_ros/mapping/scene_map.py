@@ -524,6 +524,20 @@ class SceneMap:
             return self._conf[sel].clone()
 
 
+def map_config_from_params(p: dict) -> tuple[MapConfig, bool]:
+    """(MapConfig, map_enabled) from node-style parameters (``map_*`` names, defaults for missing
+    ones), so the node and process-bag read one parameters file the same way."""
+    d = MapConfig()
+    cfg = MapConfig(
+        max_gaussians=int(p.get("map_max_gaussians", d.max_gaussians)),
+        radius_m=float(p.get("map_radius_m", d.radius_m)),
+        depth_tolerance=float(p.get("map_depth_tolerance", d.depth_tolerance)),
+        min_opacity=float(p.get("map_min_opacity", d.min_opacity)),
+        device=str(p.get("map_device", d.device)),
+    )
+    return cfg.validate(), bool(p.get("map_enabled", True))
+
+
 def rigid_transform(g: Gaussians, T_b_from_a: np.ndarray) -> Gaussians:
     """Gaussians in frame a -> frame b (means, rotations, covariances; scales unchanged).
     T_b_from_a: (4, 4) rigid transform, e.g. the odom frame from the trajectory's world frame."""

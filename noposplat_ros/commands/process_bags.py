@@ -209,10 +209,14 @@ def _schedule(ray: Any, args: argparse.Namespace, jobs: list[output_dirs.BagJob]
         if interrupted:
             # Kill the workers (force: a bag may be deep in the predictor), wait until they are gone so
             # nothing writes any more, then remove what they left half-done.
-            for w in workers:
-                ray.kill(w, no_restart=True)
-            if running:
-                ray.wait(list(running), num_returns=len(running), timeout=30)
+            # (Ctrl-C in a terminal also reaches Ray's own daemons: Ray may be going down under us.)
+            try:
+                for w in workers:
+                    ray.kill(w, no_restart=True)
+                if running:
+                    ray.wait(list(running), num_returns=len(running), timeout=30)
+            except Exception as exc:  # noqa: BLE001 - cleanup of our files below must still happen
+                print(f"process-bags: while stopping the workers: {one_line(exc)}", file=sys.stderr)
             for job in list(queue) + [j for j, _ in running.values()]:
                 outcomes.setdefault(job.name, BagOutcome(job.name, str(job.input_path), CANCELLED))
                 output_dirs.discard(job)

@@ -115,9 +115,18 @@ def test_pair_command_geometry_with_camera_info_files(tmp_path, motorcycle, caps
     assert pose["backend"] == "geometry"
     assert direction_angle_deg(np.array(pose["T_cam0_from_cam1"])[:3, 3], [1.0, 0.0, 0.0]) < 3.0
 
-    # Same image twice: no parallax -> exit code 1 with a clear message, no output files.
+    # Same image twice: no parallax -> the rotation-only pose (DEGRADED) is written, exit 0, no splats.
     out2 = tmp_path / "out2"
     capsys.readouterr()
-    assert cli_main(["pair", images[0], images[0], "--intrinsics", files[0], "--out", str(out2)]) == 1
-    assert "parallax" in capsys.readouterr().err
-    assert not (out2 / "pose.json").exists()
+    assert cli_main(["pair", images[0], images[0], "--intrinsics", files[0], "--out", str(out2)]) == 0
+    pose2 = json.loads((out2 / "pose.json").read_text())
+    assert pose2["status"] == "DEGRADED" and "rotation" in pose2["message"] and pose2["num_gaussians"] == 0
+    assert not (out2 / "splats.ply").exists()
+
+    # Nothing to match (blank images): no pose -> exit code 1 with a clear message, no output files.
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((motorcycle.left.height, motorcycle.left.width, 3), 128, np.uint8))
+    out3 = tmp_path / "out3"
+    assert cli_main(["pair", str(blank), str(blank), "--intrinsics", files[0], "--out", str(out3)]) == 1
+    assert "matches" in capsys.readouterr().err
+    assert not (out3 / "pose.json").exists()

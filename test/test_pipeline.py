@@ -96,8 +96,9 @@ def test_outputs_with_base_link_extrinsic(metric_run):
 
 def test_prediction_failure_is_a_lost_result(motorcycle):
     pipe = Pipeline(PipelineConfig(predictor="geometry"))
-    same = dataclasses.replace(motorcycle.left, stamp_ns=motorcycle.left.stamp_ns + 1)
-    r = pipe.process(KeyframePair(motorcycle.left, same, index=7))  # no parallax: the predictor fails
+    blank = dataclasses.replace(motorcycle.left, rgb=np.full_like(motorcycle.left.rgb, 128),
+                                stamp_ns=motorcycle.left.stamp_ns + 1)
+    r = pipe.process(KeyframePair(motorcycle.left, blank, index=7))  # nothing to match: no pose at all
     assert r.status == PoseStatus.LOST and not r.ok
     assert r.index == 7 and r.message
     assert r.num_splats == 0 and r.gaussians is None

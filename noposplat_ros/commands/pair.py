@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             pair = KeyframePair(Frame(to_u8(rgb0), np.asarray(K0, np.float64), 0, "camera0"),
                                 Frame(to_u8(rgb1), np.asarray(K1, np.float64), 1, "camera0"))
             recon = make_predictor("geometry").predict(pair)
-    except (CheckpointError, ValueError, PredictionError) as exc:
+    except (CheckpointError, ValueError, PredictionError) as exc:  # no pose at all: error exit
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -99,12 +99,18 @@ def run(args: argparse.Namespace) -> int:
         "scale_kind": recon.scale_kind.value, "backend": recon.backend, "frame_id": recon.frame_id,
         "grid_hw": f"{recon.grid_hw[0]},{recon.grid_hw[1]}",
     }
-    save_gaussians(out / "gaussians.safetensors", recon.gaussians, metadata=meta)
-    write_ply(out / "splats.ply", recon.gaussians)
+    # The pose is written whenever one was determined (OK or DEGRADED), with its status; splat files
+    # only when there are splats (a pure rotation or failed flow gives a pose without any).
+    written = []
+    if recon.gaussians.num > 0:
+        save_gaussians(out / "gaussians.safetensors", recon.gaussians, metadata=meta)
+        write_ply(out / "splats.ply", recon.gaussians)
+        written += [out / "gaussians.safetensors", out / "splats.ply"]
     write_pose_json(out / "pose.json", recon)
+    written.append(out / "pose.json")
     T = recon.pose.T_cam0_from_cam1
     print(f"{recon.backend}: {recon.gaussians.num} Gaussians on a {recon.grid_hw[0]}x{recon.grid_hw[1]} grid per view; "
           f"pose {recon.pose.status.name} ({recon.pose.num_inliers} inliers), t = {np.round(T[:3, 3], 4).tolist()} "
-          f"[{recon.scale_kind.value}]")
-    print(f"wrote {out / 'gaussians.safetensors'}, {out / 'splats.ply'}, {out / 'pose.json'}")
+          f"[{recon.scale_kind.value}]; {recon.pose.message}")
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from noposplat_ros.fixtures.motorcycle import load_motorcycle
+from noposplat_ros.pose.metrics import rotation_error_deg, translation_direction_error_deg
 from noposplat_ros.predictors.geometry import GeometryConfig, GeometryPredictor
 from noposplat_ros.types import Frame, KeyframePair
 
@@ -61,22 +62,32 @@ def main() -> None:
         "default (grid 256, DIS medium)": GeometryConfig(),
         "grid 128": dataclasses.replace(GeometryConfig(), grid_long_side=128),
         "grid 512": dataclasses.replace(GeometryConfig(), grid_long_side=512),
-        "DIS fast, no GN refine": dataclasses.replace(GeometryConfig(), flow_preset="fast", refine_iterations=0),
+        "SIFT on 480 long side": dataclasses.replace(GeometryConfig(), feature_long_side=480),
+        "SIFT 2000 features": dataclasses.replace(GeometryConfig(), max_features=2000),
+        "SIFT 480 + 2000 + DIS fast": dataclasses.replace(GeometryConfig(), feature_long_side=480, max_features=2000,
+                                                          flow_preset="fast"),
+        "DIS fast": dataclasses.replace(GeometryConfig(), flow_preset="fast"),
     }
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
           f"torch threads {torch.get_num_threads()}, OpenCV threads {cv2.getNumThreads()}, load {os.getloadavg()}")
     print(f"median over {args.repeat} runs after {args.warmup} warm-up runs; seconds")
-    header = f"{'input':20s} {'config':32s} {'splats':>7s} " + " ".join(f"{s:>11s}" for s in STAGES) + "  ratio"
+    header = (f"{'input':20s} {'config':32s} {'splats':>7s} " + " ".join(f"{s:>11s}" for s in STAGES)
+              + "  ratio  rot_err_deg  tdir_err_deg")
     print(header)
     for in_name, pair in inputs.items():
         base = None
         for cfg_name, cfg in configs.items():
             pred = GeometryPredictor(cfg)
             med = bench(pred, pair, args.repeat, args.warmup)
-            n = pred.predict(pair).gaussians.num
+            rec = pred.predict(pair)
+            n = rec.gaussians.num
+            T = rec.pose.T_cam0_from_cam1
+            rot = rotation_error_deg(T, m.T_cam0_from_cam1)  # accuracy next to speed (true pose)
+            tdir = translation_direction_error_deg(T, m.T_cam0_from_cam1)
             base = base or med["total"]
             print(f"{in_name:20s} {cfg_name:32s} {n:7d} " + " ".join(f"{med[s]:11.4f}" for s in STAGES)
-                  + f"  {med['total'] / base:5.2f}x")
+                  + f"  {med['total'] / base:5.2f}x  {rot:11.4f}  {tdir:12.4f}")
+    print(f"load after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

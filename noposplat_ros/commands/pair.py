@@ -23,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-config", type=pathlib.Path, default=None,
                         help="model-config JSON for a non-released size (default: the released 256 model; 512 if the file name says so)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                        help="network precision; auto = bf16 on CUDA where supported, fp16 on older GPUs, fp32 on CPU")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16", "int8"],
+                        help="network precision; auto = bf16 on CUDA where supported, fp16 on older GPUs, int8 on CPU "
+                             "(dynamic int8 Linear layers; fp32 for full precision)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow a .ckpt that needs full unpickling (only for files you trust)")
     refine = parser.add_mutually_exclusive_group()

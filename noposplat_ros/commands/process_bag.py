@@ -62,7 +62,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="NoPoSplat checkpoint (.ckpt or .safetensors) for --predictor noposplat")
     p.add_argument("--model-config", default=None, help="NoPoSplat model config JSON (default: from the checkpoint name)")
     p.add_argument("--device", default=None, help="torch device for the noposplat predictor (default auto)")
-    p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"), help="noposplat precision")
+    p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16", "int8"), help="noposplat precision")
     p.add_argument("--allow-pickle", action="store_true", default=None, help="let a pickled official .ckpt load (trusted files only)")
     p.add_argument("--metric-baseline-m", type=float, default=None, help="known distance between keyframe cameras (m)")
     p.add_argument("--scale-odometry-topic", default=None,

@@ -42,6 +42,23 @@ class Backbone(nn.Module):
             DecoderBlock(cfg.dec_dim, cfg.dec_heads, cfg.mlp_ratio, cfg.norm_eps) for _ in range(cfg.dec_depth)
         )
         self.intrinsic_encoder = nn.Linear(9, cfg.resolved_intrinsics_dim)
+        # (grid_h, grid_w, device) -> (positions, encoder RoPE, decoder RoPE): built once per grid, so
+        # a forward makes no host->device copy (none to wait for; CUDA graphs can capture it)
+        self._rope_cache: dict[tuple[int, int, str], tuple[torch.Tensor, tuple, tuple]] = {}
+
+    def rope(self, gh: int, gw: int, device: torch.device) -> tuple[torch.Tensor, tuple, tuple]:
+        """Token positions (N+1, 2) and the (cos, sin) tables of the encoder and decoder heads."""
+        key = (gh, gw, str(device))
+        if key not in self._rope_cache:
+            # plain tensors even when called under inference_mode (usable in any later mode)
+            with torch.inference_mode(False), torch.no_grad():
+                pos = token_positions_yx(gh, gw, device=device)
+                self._rope_cache[key] = (
+                    pos,
+                    rope_tables(pos, self.cfg.enc_dim // self.cfg.enc_heads, self.cfg.rope_base),
+                    rope_tables(pos, self.cfg.dec_dim // self.cfg.dec_heads, self.cfg.rope_base),
+                )
+        return self._rope_cache[key]
 
     def forward(
         self, image: torch.Tensor, intrinsics_norm: torch.Tensor, inter: dict[str, torch.Tensor] | None = None
@@ -55,9 +72,7 @@ class Backbone(nn.Module):
         p = self.cfg.patch_size
         gh, gw = H // p, W // p
         N = gh * gw
-        pos = token_positions_yx(gh, gw, device=image.device)
-        enc_rope = rope_tables(pos, self.cfg.enc_dim // self.cfg.enc_heads, self.cfg.rope_base)
-        dec_rope = rope_tables(pos, self.cfg.dec_dim // self.cfg.dec_heads, self.cfg.rope_base)
+        pos, enc_rope, dec_rope = self.rope(gh, gw, image.device)
 
         # both views through the shared encoder as one batch (B*V)
         patches = self.patch_embed(image.reshape(B * V, 3, H, W))

@@ -45,6 +45,7 @@ def test_gaussians_to_splats_colour_opacity_and_non_finite():
     np.testing.assert_allclose(s.opacities[:, 0], g.opacities.numpy()[keep])
     np.testing.assert_allclose(s.covariances, g.covariances.numpy()[keep], atol=1e-7)
     assert s.rgbs.min() >= 0 and s.rgbs.max() <= 1
+    assert gaussians_to_splats(g.subset(torch.zeros(50, dtype=torch.bool))).num == 0  # an empty map is no error
 
 
 def test_thinning_keeps_what_shows_most_and_leaves_data_alone():

@@ -82,7 +82,7 @@ def view_command(*args: str) -> list[str]:
     return cmd + ["view", *args]
 
 
-def start_viewer(args: list[str], log_path: pathlib.Path, timeout_s: float = 60.0) -> tuple[subprocess.Popen, str]:
+def start_viewer(args: list[str], log_path: pathlib.Path, timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
     """Start the viewer; returns (process, URL) once it printed the URL it serves on."""
     proc = start_process(view_command(*args), log_path)
     deadline = time.monotonic() + timeout_s
@@ -123,10 +123,11 @@ class Page:
             time.sleep(0.3)
         raise AssertionError(f"page text never matched {pattern!r}; it shows:\n{self.text()[:800]}")
 
-    def canvas_shot(self, settle_s: float = 1.0, timeout_s: float = 30.0) -> np.ndarray:
+    def canvas_shot(self, settle_s: float = 1.0, timeout_s: float = 60.0) -> np.ndarray:
         """(H, W, 3) uint8 screenshot of the 3D canvas alone, once two shots ``settle_s`` apart agree.
 
-        Software WebGL and the splat sort take a moment; the picture is taken when it stopped changing.
+        Software WebGL and the splat sort take a moment; the picture is taken when something is drawn
+        and it stopped changing (or at the timeout: then the caller's checks fail on what it shows).
         """
         import cv2
 
@@ -140,7 +141,8 @@ class Page:
             finally:
                 self.page.evaluate(SHOW_OVERLAYS_JS)  # the status panel's text stays readable
             img = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-            if prev is not None and prev.shape == img.shape and np.abs(prev.astype(int) - img).mean() < 0.5:
+            uniform = img.std() < 1.0  # nothing drawn yet (data still arriving, or the sort running)
+            if not uniform and prev is not None and prev.shape == img.shape and np.abs(prev.astype(int) - img).mean() < 0.5:
                 return img
             if time.monotonic() > deadline:
                 return img

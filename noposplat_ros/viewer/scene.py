@@ -64,6 +64,8 @@ def gaussians_to_splats(gaussians: Gaussians) -> SplatArrays:
     Non-finite Gaussians (centre, covariance or opacity) are dropped: WebGL cannot draw them.
     """
     n = gaussians.num
+    if n == 0:
+        return empty_splats()  # e.g. the node's map before its first pair
     centers = gaussians.means.detach().cpu().float().numpy().reshape(n, 3)
     cov = gaussians.covariances.detach().cpu().float().numpy().reshape(n, 3, 3)
     dc = gaussians.harmonics.detach().cpu().float().numpy().reshape(n, 3, -1)[:, :, 0]

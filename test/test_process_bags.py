@@ -162,7 +162,8 @@ def test_same_outputs_as_process_bag_alone(fleet_run, bags, tmp_path):
         b = status[name]
         assert b["status"] == "done" and b["error"] is None and b["seconds"] > 0
         assert (b["frames"], b["pairs"]) == (ref_summary["frames"], ref_summary["pairs"]) and b["pairs"] >= 1
-        assert b["map_splats"] == ply_vertex_count(ref / "map.ply")  # None until process-bag writes a map
+        assert b["map_splats"] == ply_vertex_count(ref / "map.ply")  # the scene map's size (map.ply compared above)
+        assert "map.ply" not in want or b["map_splats"] > 0
     assert status["corrupt"]["status"] == "failed" and "cannot read bag" in status["corrupt"]["error"]
     assert status["no_info"]["status"] == "failed" and "no CameraInfo topic" in status["no_info"]["error"]
     assert not (out / "corrupt").exists() and not (out / "no_info").exists()
@@ -221,10 +222,12 @@ def test_ctrl_c_leaves_no_partial_output(ray_local, tmp_path):
          "--ray-address", address, "--predictor", "geometry", "--progress-interval-s", "0.5"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "RAY_DEDUP_LOGS": "0"},
     )
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 240  # generous: the workers import torch, slow on a loaded machine
     while time.monotonic() < deadline and not output_dirs.leftovers(out) and proc.poll() is None:
         time.sleep(0.2)
-    assert output_dirs.leftovers(out), "no bag started"
+    if not output_dirs.leftovers(out):
+        proc.kill()
+        pytest.fail(f"no bag started (exit {proc.poll()}):\n{proc.communicate()[1][-3000:]}")
     time.sleep(1.0)  # well inside the bag (60 frames take far longer)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=90)

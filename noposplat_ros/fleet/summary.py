@@ -12,7 +12,6 @@ DONE = "done"
 FAILED = "failed"
 SKIPPED = "skipped"  # --resume: complete output from an earlier run
 CANCELLED = "cancelled"  # Ctrl-C before the bag finished
-MAP_FILE = "map.ply"  # process-bag's scene map, when it writes one
 
 
 @dataclasses.dataclass

@@ -12,7 +12,7 @@ import socket
 from typing import Any
 
 from noposplat_ros.fleet import output_dirs
-from noposplat_ros.fleet.summary import DONE, MAP_FILE, BagOutcome, ply_vertex_count
+from noposplat_ros.fleet.summary import DONE, BagOutcome, ply_vertex_count
 
 
 class BagWorker:
@@ -32,7 +32,7 @@ class BagWorker:
 
         Raises what process-bag raises (BagError, ValueError, ...): the caller marks the bag failed.
         Never leaves the temp dir behind."""
-        from noposplat_ros.commands.process_bag import load_predictor, process_bag
+        from noposplat_ros.commands.process_bag import MAP_FILE, load_predictor, process_bag
 
         args = self._args(job)
         try:

@@ -13,7 +13,7 @@ BACKENDS = ("geometry", "noposplat")
 
 # Options of the noposplat backend. A uniform caller may pass them for every backend: the geometry
 # backend ignores them when unset (None), and always ignores device/precision (it runs on the CPU).
-_NOPOSPLAT_ONLY = ("checkpoint", "model_config", "device", "precision", "refine")
+_NOPOSPLAT_ONLY = ("checkpoint", "model_config", "device", "precision", "refine", "pnp_method")
 _GEOMETRY_IGNORES = ("device", "precision")
 
 
@@ -25,7 +25,7 @@ def make_predictor(backend: str, **options: Any) -> Any:
       geometry: ``config=GeometryConfig(...)`` and/or GeometryConfig field names as keywords (they
         override ``config``'s fields). noposplat-only options set to None are ignored.
       noposplat: ``checkpoint`` (required), ``model_config``, ``device``, ``precision``, ``refine``,
-        ``allow_pickle``.
+        ``pnp_method`` ("poselib" default | "official"), ``allow_pickle``.
     Raises ValueError for an unknown backend, unknown options, or noposplat without a checkpoint.
     """
     name = str(backend).strip().lower()

@@ -149,6 +149,7 @@ class SceneMap:
             self._kf_R = torch.zeros(0, 3, 3, device=dev)
             self._kf_t = torch.zeros(0, 3, device=dev)
             self._kf_q = torch.zeros(0, 4, device=dev)
+            self._kf_q_np = np.zeros((0, 4))
             self._kf_seg_t = torch.zeros(0, dtype=torch.long, device=dev)
             self._pairs = 0
             self._segment = -1
@@ -186,12 +187,17 @@ class SceneMap:
         return int(sum(t.numel() * t.element_size() for t in ts) + self._kf_T.nbytes + self._kf_seg.nbytes)
 
     # ------------------------------------------------------------------ keyframes and poses
-    def _set_kf_arrays(self) -> None:
+    def _set_kf_arrays(self, slots: np.ndarray) -> None:
+        """Refresh the device copies after keyframe ``slots`` were added or moved (quaternions only for
+        those: a long run has thousands of keyframes)."""
         dev = self.device
         T = torch.as_tensor(self._kf_T, dtype=torch.float32, device=dev)
         self._kf_R, self._kf_t = T[:, :3, :3].contiguous(), T[:, :3, 3].contiguous()
-        q = np.stack([matrix_to_quat_xyzw(R) for R in self._kf_T[:, :3, :3]]) if len(self._kf_T) else np.zeros((0, 4))
-        self._kf_q = torch.as_tensor(q, dtype=torch.float32, device=dev)
+        if len(self._kf_q_np) < len(self._kf_T):
+            self._kf_q_np = np.concatenate([self._kf_q_np, np.zeros((len(self._kf_T) - len(self._kf_q_np), 4))])
+        for s in np.atleast_1d(slots):  # a few keyframes per call
+            self._kf_q_np[s] = matrix_to_quat_xyzw(self._kf_T[s, :3, :3])
+        self._kf_q = torch.as_tensor(self._kf_q_np, dtype=torch.float32, device=dev)
         self._kf_seg_t = torch.as_tensor(self._kf_seg, dtype=torch.long, device=dev)
 
     def _keyframe_slot(self, stamp_ns: int, T_world_from_cam: np.ndarray, segment: int) -> int:
@@ -203,7 +209,7 @@ class SceneMap:
             self._kf_seg = np.append(self._kf_seg, int(segment))
             self._kf_centre = np.concatenate([self._kf_centre, np.zeros((1, 3))])
             self._kf_radius = np.append(self._kf_radius, -1.0)  # no Gaussians yet
-            self._set_kf_arrays()
+            self._set_kf_arrays(np.array([slot]))
         else:
             self._move_keyframes(np.array([slot]), np.asarray(T_world_from_cam, np.float64)[None],
                                  np.array([int(segment)]))
@@ -218,7 +224,7 @@ class SceneMap:
         if not changed.any():
             return False
         self._kf_T[slots] = T
-        self._set_kf_arrays()
+        self._set_kf_arrays(slots[changed])
         if self._used:
             moved = torch.zeros(len(self._kf_T), dtype=torch.bool, device=self.device)
             moved[torch.as_tensor(slots[changed], device=self.device)] = True

@@ -112,8 +112,10 @@ def test_live_scene_places_pairs_in_odom_and_prefers_the_map():
                                atol=1e-6)
     assert len(scene.keyframe_poses) == 3 and np.allclose(scene.keyframe_poses[:, 0, 3], [0, 1, 2])
     assert scene.fov_rad == pytest.approx(2 * np.arctan(240 / 400))  # the frustums have the camera's fov
-    assert scene.initial_view.fov_rad == pytest.approx(2 * np.arctan(240 / 400))  # wider than 30 deg: the camera's
-    assert build_display(live, fov_deg=100.0).initial_view.fov_rad == pytest.approx(np.deg2rad(100.0))
+    assert scene.initial_view.fov_rad == pytest.approx(2 * np.arctan(240 / 400))  # and so has the first view
+    no_info = LiveScene()
+    no_info.add_pair(_pair(0, 0, 10, step))
+    assert build_display(no_info, fov_deg=50.0).initial_view.fov_rad == pytest.approx(np.deg2rad(50.0))
     assert scene.initial_view is not None and np.allclose(scene.initial_view.position, 0)
     assert "`chained`" in scene.status_markdown and "pairs received**: 2" in scene.status_markdown
 

@@ -44,7 +44,7 @@ class DisplayScene:
 
     map_splats / pair_splats: SplatArrays (not thinned; map_key / pair_key identify their content). keyframe_poses: (M, 4, 4) T_odom_from_cam,
     oldest first. initial_view: the first keyframe's camera, once known. fov_rad, aspect: the input
-    camera's vertical field of view and width / height (the frustums' shape).
+    camera's vertical field of view and width / height (the first view's fov, the frustums' shape).
     """
 
     map_splats: SplatArrays
@@ -150,8 +150,8 @@ def build_display(live: LiveScene, fov_deg: float = DEFAULT_FOV_DEG,
 
     The map layer is the node's map when one arrived; until then, every pair seen so far (at most
     ``max_pairs`` of ``LiveScene``) placed in odom, so the view grows with the first pairs either way.
-    The first view is the first keyframe's pose with the wider of the camera's vertical fov (from
-    camera_info) and ``fov_deg``, so the familiar picture sits in some context. ``cache`` keeps
+    The first view is the first keyframe's pose with the camera's vertical fov (from camera_info;
+    ``fov_deg`` until one arrived), so the first picture is the familiar one. ``cache`` keeps
     the splats of unchanged layers between pushes.
     """
     cache = cache if cache is not None else LayerCache()
@@ -188,11 +188,11 @@ def build_display(live: LiveScene, fov_deg: float = DEFAULT_FOV_DEG,
     if first_pose is None and len(keyframe_poses):
         first_pose = keyframe_poses[0]
 
-    fov_rad, camera_fov_rad, aspect = float(np.deg2rad(fov_deg)), float(np.deg2rad(fov_deg)), 4.0 / 3.0
+    # the camera's own fov when camera_info is known: per-pixel splats (about a pixel wide in the
+    # input image) then keep their on-screen size; a much wider view draws them sub-pixel and faint
+    fov_rad, aspect = float(np.deg2rad(fov_deg)), 4.0 / 3.0
     if K is not None and hw is not None:
-        camera_fov_rad = float(2.0 * np.arctan(0.5 * hw[0] / K[1, 1]))
-        fov_rad = max(fov_rad, camera_fov_rad)
-        aspect = hw[1] / hw[0]
+        fov_rad, aspect = float(2.0 * np.arctan(0.5 * hw[0] / K[1, 1])), hw[1] / hw[0]
     view = None
     if first_pose is not None:
         fy = 0.5 / np.tan(0.5 * fov_rad)
@@ -207,7 +207,7 @@ def build_display(live: LiveScene, fov_deg: float = DEFAULT_FOV_DEG,
         lines.append("**last pair**: none yet (waiting for the node)")
     return DisplayScene(
         map_splats=map_splats, pair_splats=latest,
-        keyframe_poses=keyframe_poses, initial_view=view, fov_rad=camera_fov_rad, aspect=float(aspect),
+        keyframe_poses=keyframe_poses, initial_view=view, fov_rad=fov_rad, aspect=float(aspect),
         status_markdown="  \n".join(lines), version=version,
         map_key=map_key, pair_key=(keys[-1] if keys else None,),
     )

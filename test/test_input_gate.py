@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from noposplat_ros.ingest import input_gate
-from noposplat_ros.ingest.input_gate import BACKWARDS_RESTART_COUNT, InputGate, Rejected
+from noposplat_ros.ingest.input_gate import (
+    BACKWARDS_RESTART_COUNT, BAD_INFO_CLEAR_COUNT, SIZE_CHANGE_CONFIRM_COUNT, InputGate, Rejected,
+)
 from noposplat_ros.types import Frame
 
 H, W = 24, 32
@@ -33,7 +35,9 @@ class Recorder:
     def __init__(self) -> None:
         self.faults: list[tuple[str, str]] = []
         self.resets = 0
-        self.gate = InputGate(on_fault=lambda k, m: self.faults.append((k, m)), on_reset=self._reset)
+        self.restarts: list[str] = []
+        self.gate = InputGate(on_fault=lambda k, m: self.faults.append((k, m)), on_reset=self._reset,
+                              on_restart_message=self.restarts.append)
 
     def _reset(self) -> None:
         self.resets += 1
@@ -83,7 +87,7 @@ def test_no_camera_info_drops_frames():
     assert isinstance(out, Rejected) and out.kind == "camera_info_missing" and "no camera_info yet" in out.message
 
 
-def test_bad_camera_info_clears_the_model_and_the_latest_valid_one_is_used(rec):
+def test_one_bad_camera_info_is_counted_and_the_last_valid_model_stays(rec):
     model = rec.gate.model
     assert rec.gate.camera_info(info_fields(), STAMP0) is None
     assert rec.gate.model is model  # unchanged calibration: the model (and its cached maps) is kept
@@ -92,6 +96,15 @@ def test_bad_camera_info_clears_the_model_and_the_latest_valid_one_is_used(rec):
     bad = rec.gate.camera_info(info_fields(K=K_nan), STAMP0 + 1, source="camera_info on '/cam/info'")
     assert isinstance(bad, Rejected) and bad.kind == "bad_intrinsics" and bad.stamp_ns == STAMP0 + 1
     assert bad.message.startswith("camera_info on '/cam/info' rejected:") and "NaN" in bad.message
+    assert rec.gate.model is model  # one bad message does not break the stream
+    assert isinstance(rec.image(stamp_ns=STAMP0 + 1), Frame) and rec.faults == [] and rec.resets == 0
+
+
+def test_persistently_bad_camera_info_clears_the_model_and_the_latest_valid_one_is_used(rec):
+    K_nan = K_for()
+    K_nan[0, 0] = np.nan
+    for i in range(BAD_INFO_CLEAR_COUNT):
+        assert rec.gate.camera_info(info_fields(K=K_nan), STAMP0 + i).kind == "bad_intrinsics"
     assert rec.gate.model is None
     out = rec.image()
     assert isinstance(out, Rejected) and out.kind == "camera_info_missing" and "invalid camera_info" in out.message
@@ -115,21 +128,30 @@ def test_undecodable_images_are_dropped(rec, override, kind, words):
     assert isinstance(rec.image(), Frame)  # the stream goes on
 
 
-def test_camera_info_that_does_not_fit_the_image_drops_it(rec):
-    out = rec.image(textured(H + 4, W + 4))
-    assert isinstance(out, Rejected) and out.kind == "bad_intrinsics" and "does not fit" in out.message
+def test_a_foreign_size_frame_is_dropped_once_without_touching_the_keyframes(rec):
+    """A 2000x1500-like stranger among our frames (here +40 px): one size_change, no restart."""
+    assert isinstance(rec.image(stamp_ns=STAMP0), Frame)
+    out = rec.image(textured(H + 40, W + 40), stamp_ns=STAMP0 + 1)
+    assert isinstance(out, Rejected) and out.kind == "size_change" and "does not match camera_info" in out.message
+    assert rec.faults == [] and rec.resets == 0
+    assert isinstance(rec.image(stamp_ns=STAMP0 + 2), Frame)  # the stream goes on at its own size
+    # even when its camera_info came along once (a second camera on the topic)
+    assert rec.gate.camera_info(info_fields(W + 40, H + 40), STAMP0 + 3) is None
+    assert rec.image(textured(H + 40, W + 40), stamp_ns=STAMP0 + 3).kind == "size_change"
+    assert rec.gate.camera_info(info_fields(), STAMP0 + 4) is None
+    assert isinstance(rec.image(stamp_ns=STAMP0 + 4), Frame) and rec.resets == 0
 
 
-def test_size_change_restarts_and_keeps_the_frame(rec):
+def test_persistent_size_change_restarts_and_keeps_the_frame(rec):
     assert isinstance(rec.image(stamp_ns=STAMP0), Frame)
     assert rec.gate.camera_info(info_fields(W + 8, H + 8), STAMP0) is None
-    out = rec.image(textured(H + 8, W + 8), stamp_ns=STAMP0 + 1)
+    for i in range(SIZE_CHANGE_CONFIRM_COUNT - 1):  # camera_info and images agree, not yet long enough
+        out = rec.image(textured(H + 8, W + 8), stamp_ns=STAMP0 + 1 + i)
+        assert isinstance(out, Rejected) and out.kind == "size_change" and rec.resets == 0
+    out = rec.image(textured(H + 8, W + 8), stamp_ns=STAMP0 - 100)  # the restart forgets the old stamps
     assert isinstance(out, Frame) and out.rgb.shape == (H + 8, W + 8, 3)
-    assert [k for k, _ in rec.faults] == ["size_change"] and rec.resets == 1
-    assert f"{W}x{H} to {W + 8}x{H + 8}" in rec.faults[0][1]
-    # after the restart an earlier stamp is accepted (the old stream is forgotten)
-    assert rec.gate.camera_info(info_fields(), STAMP0) is None
-    assert isinstance(rec.image(stamp_ns=STAMP0 - 100), Frame) and rec.resets == 2
+    assert rec.faults == [] and rec.resets == 1 and rec.gate.model.image_size_hw == (H + 8, W + 8)
+    assert f"{W}x{H} to {W + 8}x{H + 8}" in rec.restarts[0]
 
 
 def test_backwards_stamps_are_dropped_and_a_run_restarts_the_stream(rec):

@@ -169,10 +169,10 @@ def test_bad_input_counted_and_node_survives(rcl, tmp_path):
 
         set_params = rcl.create_client(SetParameters, f"/{NAME}/set_parameters")
         assert set_params.wait_for_service(timeout_sec=30.0)
-        for name, value, ok in (("keyframe.min_overlap", 0.99, False),  # above max_overlap 0.97
-                                ("keyframe.min_parallax_px", -1.0, False),  # out of range
+        for name, value, ok in (("keyframe.min_overlap", 0.99, False),  # above target_overlap 0.9
+                                ("keyframe.min_parallax_deg", -1.0, False),  # out of range
                                 ("refine", "sometimes", False),  # read-only (and not a choice)
-                                ("keyframe.min_parallax_px", 10.0, True)):
+                                ("keyframe.min_parallax_deg", 1.0, True)):
             fut = set_params.call_async(SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()]))
             rclpy.spin_until_future_complete(rcl, fut, timeout_sec=30.0)
             res = fut.result().results[0]

@@ -343,11 +343,11 @@ def test_params_file_of_the_node(tmp_path, frames, capsys):
         assert rc == 0, err
     strict = tmp_path / "strict.yaml"
     strict.write_text("/**:\n  ros__parameters:\n    predictor: geometry\n    keyframe:\n"
-                      "      min_parallax_px: 5000.0\n      max_interval_s: 0.0\n")
+                      "      min_parallax_deg: 30.0\n      max_interval_s: 0.0\n")
     rc, err = _run_cli([tmp_path / "in", tmp_path / "o2", "--params-file", strict], capsys)
     assert rc == 0, err
     summary = json.loads((tmp_path / "o2" / "summary.json").read_text())
-    assert summary["frames"] == N_FRAMES and summary["pairs"] == 0  # no frame moves 5000 px
+    assert summary["frames"] == N_FRAMES and summary["pairs"] == 0  # no pair has 30 deg of parallax
     rc, err = _run_cli([tmp_path / "in", tmp_path / "o3", "--keyframe", "no_such=1"], capsys)
     assert rc == 1 and len(err) == 1 and "no_such" in err[0]
 

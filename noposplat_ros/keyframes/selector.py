@@ -1,32 +1,36 @@
-"""Keyframe selection on a camera stream: parallax, overlap band, blur, time bounds (no rclpy).
+"""Keyframe selection on a camera stream: coverage, rotation-compensated parallax, rest, blur (no rclpy).
 
 ``KeyframeSelector.offer(frame)`` looks at each incoming frame once and returns a ``KeyframePair``
-when the frame becomes a keyframe that pairs with the previous one. The rule, in order:
+when the frame becomes a keyframe that pairs with the previous one. Every threshold is in units that
+do not depend on the image resolution (angles, fractions, seconds). The rule, in order:
 
 1. Stamps going backwards (bag loop, clock reset) or a change of image size reset the selector's
    state (keyframes, history, pair index; the cumulative ``stats`` are kept): the frame becomes a
-   fresh keyframe 0.
+   fresh keyframe 0. (The input gate drops single bad frames before they get here.)
 2. The first frame (after start/reset) becomes keyframe 0; no pair yet.
 3. Sooner than ``min_interval_s`` after the last keyframe (by frame stamps, never wall clock): skip.
 4. Blurred: the variance of the Laplacian of the downscaled grey image is below ``blur_threshold``
    times the median of the last ``blur_window`` frames: skip.
 5. Features of the last keyframe (Shi-Tomasi, on a grey image downscaled to ``tracking_width_px``)
-   are tracked into the frame with pyramidal Lucas-Kanade (status, patch error and image bounds
-   checked). Fewer than ``min_tracked_features`` survivors, or fewer than that agreeing with one
-   similarity transform (RANSAC): tracking is lost and the frame becomes a fresh keyframe 0
-   (re-initialisation: the chain of pairs breaks, the pair index keeps counting).
-6. parallax = median displacement of the tracked features, in pixels of the input image.
-   overlap = area shared by the two views under a similarity transform fitted to the tracks
-   (RANSAC, so that wrong tracks and depth-dependent flow do not bend it), divided by the larger
-   of the two view areas (1 = same view, 0 = disjoint).
-   Overlap below ``min_overlap``: the views drifted too far apart between two offered frames; the
-   frame becomes a fresh keyframe 0 (re-initialisation, as in 5).
-7. New keyframe and pair when parallax >= ``min_parallax_px`` and overlap <= ``max_overlap``; or,
-   when ``max_interval_s`` > 0 and at least that much time has passed since the last keyframe, a
-   forced keyframe (overlap is then within [min_overlap, 1]; a still camera thus yields a pair every
-   ``max_interval_s``). Otherwise skip (no parallax / overlap above the band).
+   are tracked into the frame with pyramidal Lucas-Kanade. Fewer than ``min_tracked_features``
+   survivors, or fewer than that agreeing with one similarity transform (RANSAC): tracking is lost
+   and the frame becomes a fresh keyframe 0 (re-initialisation: the chain of pairs breaks).
+6. Measures against the last keyframe (K of the tracking image turns pixels into bearings):
+   - overlap: area shared by the two views under the similarity transform fitted to the tracks
+     (its scale sees forward/backward motion), over the larger of the two view areas (1 = same view);
+   - parallax (deg): the rotation that best maps the keyframe's bearings onto the frame's (Kabsch)
+     is removed; parallax is the median angle left. A camera that only rotates has ~0 parallax
+     however far it turns; translation leaves depth-dependent angles.
+   - motion (deg): median bearing change since the previous tracked frame (is the camera at rest?).
+   Overlap below ``min_overlap``: the views drifted too far apart; fresh keyframe 0 (as in 5).
+7. No pair without parallax >= ``min_parallax_deg`` (no pair is spent on a rotation). With it, a
+   keyframe and a pair when
+   - coverage: overlap <= ``target_overlap``, or
+   - rest: the camera moved since the last keyframe and has now been at rest (motion below ~5x the
+     tracking noise) for ``rest_s`` (the last motion gets covered before the camera sits still), or
+   - ``max_interval_s`` > 0 and at least that long since the last keyframe (forced).
+   Otherwise skip (``no_parallax`` / ``overlap_above_target``).
 
-Parallax is not rotation-compensated: a camera that only rotates also produces parallax.
 The selector keeps a reference to the keyframes' ``Frame`` objects; callers must not modify their
 images afterwards.
 """
@@ -35,6 +39,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
+import math
 from typing import Any
 
 import cv2
@@ -51,6 +56,13 @@ _LK_LEVELS = 3
 _LK_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03)
 _LK_MAX_ERR = 30.0  # mean absolute grey difference of a tracked patch (0..255)
 _RANSAC_THRESHOLD_FRAC = 0.02  # similarity-model inlier threshold, fraction of the tracking width
+# Frame-to-frame bearing change below which the camera is at rest: ~5x the LK noise of a still, noisy
+# camera (0.001 deg measured on the general-motion fixture), below any motion worth a keyframe.
+_REST_MOTION_DEG = 0.005
+# A pan adds rotation-compensated parallax of ~0.2% of its angle (tracking noise); a sideways move,
+# part of which the fitted rotation absorbs, leaves >= 3% (measured on the general-motion tour).
+# Below 2% of the fitted rotation the pair would be mostly rotation: no pair.
+_MIN_PARALLAX_PER_ROTATION = 0.02
 
 
 def _param(default: Any, lo: float, hi: float, description: str) -> Any:
@@ -61,20 +73,25 @@ def _param(default: Any, lo: float, hi: float, description: str) -> Any:
 class KeyframeConfig:
     """Keyframe selection parameters; every field has a default and a valid range (see ``ranges()``)."""
 
-    min_parallax_px: float = _param(
-        20.0, 0.0, 10000.0, "minimum median feature displacement since the last keyframe, input-image pixels"
+    min_parallax_deg: float = _param(
+        0.05, 0.0, 30.0, "rotation-compensated median parallax since the last keyframe needed for any pair, degrees"
+    )
+    target_overlap: float = _param(
+        0.9, 0.0, 1.0, "coverage: a keyframe when the overlap with the last keyframe falls to this fraction"
     )
     min_overlap: float = _param(
-        0.3, 0.0, 1.0, "lower end of the overlap band; below it tracking re-initialises (fresh keyframe 0)"
+        0.3, 0.0, 1.0, "below this overlap tracking re-initialises (fresh keyframe 0, new segment)"
     )
-    max_overlap: float = _param(0.97, 0.0, 1.0, "upper end of the overlap band; above it no keyframe is made")
+    rest_s: float = _param(
+        0.2, 0.0, 3600.0, "a keyframe when the camera has rested this long after moving (0 = off)"
+    )
     blur_threshold: float = _param(
         0.5, 0.0, 1.0, "skip frames whose sharpness is below this fraction of the recent median (0 = off)"
     )
     blur_window: int = _param(15, 1, 1000, "number of recent frames whose median sharpness is the reference")
     min_interval_s: float = _param(0.1, 0.0, 3600.0, "never make a keyframe sooner than this after the last")
     max_interval_s: float = _param(
-        5.0, 0.0, 3600.0, "force a keyframe after this long if tracking still overlaps (0 = never force)"
+        5.0, 0.0, 3600.0, "force a keyframe after this long when there is parallax, whatever the overlap (0 = never)"
     )
     tracking_width_px: int = _param(320, 32, 4096, "width of the grey image used for tracking and sharpness")
     max_features: int = _param(100, 10, 5000, "features detected on each keyframe")
@@ -98,8 +115,8 @@ class KeyframeConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi):
                 raise ValueError(f"keyframe parameter {name}={value!r} outside [{lo}, {hi}]")
-        if self.min_overlap > self.max_overlap:
-            raise ValueError(f"min_overlap {self.min_overlap} > max_overlap {self.max_overlap}")
+        if self.min_overlap > self.target_overlap:
+            raise ValueError(f"min_overlap {self.min_overlap} > target_overlap {self.target_overlap}")
         if 0 < self.max_interval_s < self.min_interval_s:
             raise ValueError(f"max_interval_s {self.max_interval_s} < min_interval_s {self.min_interval_s}")
         return self
@@ -119,13 +136,14 @@ class Decision(str, enum.Enum):
     """What ``offer`` did with the last frame (for diagnostics)."""
 
     FIRST = "first_keyframe"
-    KEYFRAME = "keyframe"
+    KEYFRAME = "keyframe"  # coverage: overlap fell to target_overlap
+    REST = "keyframe_at_rest"
     FORCED = "keyframe_max_interval"
     TOO_SOON = "too_soon"
     BLURRED = "blurred"
-    NO_PARALLAX = "no_parallax"
-    OVERLAP_ABOVE_BAND = "overlap_above_band"
-    OVERLAP_BELOW_BAND = "overlap_below_band_reinit"
+    NO_PARALLAX = "no_parallax"  # still, or rotation only
+    OVERLAP_ABOVE_TARGET = "overlap_above_target"
+    OVERLAP_BELOW_MIN = "overlap_below_min_reinit"
     TRACKING_FAILED = "tracking_failed_reinit"
     STAMP_BACKWARDS = "stamp_backwards_reset"
     SIZE_CHANGED = "size_changed_reset"
@@ -139,10 +157,12 @@ class KeyframeStats:
     keyframes: int = 0  # every accepted keyframe, including fresh keyframes 0
     pairs: int = 0
     forced: int = 0  # pairs made by max_interval_s
+    at_rest: int = 0  # pairs made when the camera came to rest
     blurred: int = 0
     too_soon: int = 0
     no_parallax: int = 0
-    overlap_out_of_band: int = 0  # above the band (skipped) or below it (re-initialised)
+    overlap_above_target: int = 0
+    overlap_below_min: int = 0
     tracking_failed: int = 0
     reinitialised: int = 0  # fresh keyframes 0 after tracking or overlap was lost
     stamps_backwards: int = 0
@@ -159,9 +179,12 @@ class KeyframeMetrics:
     sharpness: float = float("nan")  # variance of the Laplacian of the tracking image
     sharpness_ratio: float = float("nan")  # sharpness / recent median
     tracked: int = 0
-    parallax_px: float = float("nan")
+    parallax_deg: float = float("nan")  # rotation-compensated median parallax since the keyframe
+    rotation_deg: float = float("nan")  # rotation fitted between keyframe and frame
+    motion_deg: float = float("nan")  # median bearing change since the previous tracked frame
     overlap: float = float("nan")
     since_keyframe_s: float = float("nan")
+    rest_s: float = 0.0  # how long the camera has been at rest
 
 
 @dataclasses.dataclass
@@ -169,6 +192,8 @@ class _Keyframe:
     frame: Frame
     grey: np.ndarray  # (h, w) uint8 tracking image
     points: np.ndarray  # (M, 1, 2) float32 features in tracking-image pixels
+    bearings: np.ndarray  # (M, 3) float64 unit bearings of ``points``
+    K_inv: np.ndarray  # (3, 3) inverse intrinsics of the tracking image
 
 
 class KeyframeSelector:
@@ -187,6 +212,13 @@ class KeyframeSelector:
         self._pair_index = 0
         self._last_stamp_ns: int | None = None
         self._sharpness: collections.deque[float] = collections.deque(maxlen=int(self.cfg.blur_window))
+        self._blurred_run = 0
+        self._forget_motion()
+
+    def _forget_motion(self) -> None:
+        self._prev_tracks: np.ndarray | None = None  # (M, 2) last tracked positions of the keyframe's features
+        self._prev_good: np.ndarray | None = None  # (M,) bool
+        self._rest_since_ns: int | None = None
 
     @property
     def keyframe(self) -> Frame | None:
@@ -216,10 +248,17 @@ class KeyframeSelector:
             reference = float(np.median(np.fromiter(self._sharpness, float)))
             m.sharpness_ratio = m.sharpness / reference if reference > 0 else float("inf")
             blurred = m.sharpness_ratio < cfg.blur_threshold
-        self._sharpness.append(m.sharpness)
+        # Blurred frames stay out of the reference (else a blurred stretch lowers its own bar), until
+        # they fill a whole window: then the scene itself has changed and the reference restarts.
+        self._blurred_run = self._blurred_run + 1 if blurred else 0
+        if self._blurred_run >= cfg.blur_window:
+            self._sharpness.clear()
+            self._blurred_run = 0
+        if not blurred:
+            self._sharpness.append(m.sharpness)
 
         if self._kf is None:  # start or reset: there is no sharpness history to call it blurred
-            self._accept(frame, grey)
+            self._accept(frame, grey, scale)
             self.last_decision = reset_reason or Decision.FIRST
             return None
 
@@ -230,11 +269,12 @@ class KeyframeSelector:
             return self._skip(Decision.TOO_SOON)
         if blurred:
             st.blurred += 1
+            self._forget_motion()  # a blurred frame breaks the at-rest run
             return self._skip(Decision.BLURRED)
 
-        p0, p1 = self._track(grey)
+        p0, p1, tracks, good = self._track(grey)
         m.tracked = int(p0.shape[0])
-        transform = None
+        transform = inliers = None
         if m.tracked >= cfg.min_tracked_features:
             transform, inliers = cv2.estimateAffinePartial2D(
                 p0, p1, method=cv2.RANSAC, ransacReprojThreshold=_RANSAC_THRESHOLD_FRAC * grey.shape[1]
@@ -244,29 +284,44 @@ class KeyframeSelector:
                 transform = None
         if transform is None:
             st.tracking_failed += 1
-            return self._reinit(frame, grey, Decision.TRACKING_FAILED)
-        m.parallax_px = float(np.median(np.linalg.norm(p1 - p0, axis=-1))) * scale
+            return self._reinit(frame, grey, scale, Decision.TRACKING_FAILED)
         m.overlap = _similarity_overlap(transform, grey.shape[1], grey.shape[0])
+        keep = inliers[:, 0].astype(bool)
+        b0 = self._kf.bearings[good][keep]
+        b1 = _bearings(p1[keep], self._kf.K_inv)
+        m.parallax_deg, m.rotation_deg = _rotation_compensated_parallax_deg(b0, b1)
+        m.motion_deg = self._motion_deg(tracks, good)
+        if math.isfinite(m.motion_deg) and m.motion_deg >= _REST_MOTION_DEG:
+            self._moved = True
+        if m.motion_deg < _REST_MOTION_DEG:
+            if self._rest_since_ns is None:
+                self._rest_since_ns = stamp
+            m.rest_s = (stamp - self._rest_since_ns) * 1e-9
+        else:
+            self._rest_since_ns = None
         if m.overlap < cfg.min_overlap:
-            st.overlap_out_of_band += 1
-            return self._reinit(frame, grey, Decision.OVERLAP_BELOW_BAND)
+            st.overlap_below_min += 1
+            return self._reinit(frame, grey, scale, Decision.OVERLAP_BELOW_MIN)
 
-        if m.parallax_px >= cfg.min_parallax_px and m.overlap <= cfg.max_overlap:
+        if not (m.parallax_deg >= max(cfg.min_parallax_deg, _MIN_PARALLAX_PER_ROTATION * m.rotation_deg)):
+            st.no_parallax += 1
+            return self._skip(Decision.NO_PARALLAX)
+        if m.overlap <= cfg.target_overlap:
             decision = Decision.KEYFRAME
+        elif cfg.rest_s > 0 and self._moved and self._rest_since_ns is not None and m.rest_s >= cfg.rest_s:
+            decision = Decision.REST
+            st.at_rest += 1
         elif cfg.max_interval_s > 0 and dt_ns >= round(cfg.max_interval_s * 1e9):
             decision = Decision.FORCED
             st.forced += 1
-        elif m.parallax_px < cfg.min_parallax_px:
-            st.no_parallax += 1
-            return self._skip(Decision.NO_PARALLAX)
         else:
-            st.overlap_out_of_band += 1
-            return self._skip(Decision.OVERLAP_ABOVE_BAND)
+            st.overlap_above_target += 1
+            return self._skip(Decision.OVERLAP_ABOVE_TARGET)
 
         pair = KeyframePair(kf0=self._kf.frame, kf1=frame, index=self._pair_index)
         self._pair_index += 1
         st.pairs += 1
-        self._accept(frame, grey)
+        self._accept(frame, grey, scale)
         self.last_decision = decision
         return pair
 
@@ -275,9 +330,9 @@ class KeyframeSelector:
         self.last_decision = decision
         return None
 
-    def _reinit(self, frame: Frame, grey: np.ndarray, decision: Decision) -> None:
+    def _reinit(self, frame: Frame, grey: np.ndarray, scale: float, decision: Decision) -> None:
         self.stats.reinitialised += 1
-        self._accept(frame, grey)
+        self._accept(frame, grey, scale)
         self.last_decision = decision
         return None
 
@@ -291,7 +346,7 @@ class KeyframeSelector:
         th = max(1, round(H * tw / W))
         return cv2.resize(grey, (tw, th), interpolation=cv2.INTER_AREA), W / tw
 
-    def _accept(self, frame: Frame, grey: np.ndarray) -> None:
+    def _accept(self, frame: Frame, grey: np.ndarray, scale: float) -> None:
         points = cv2.goodFeaturesToTrack(
             grey,
             maxCorners=int(self.cfg.max_features),
@@ -301,19 +356,25 @@ class KeyframeSelector:
         )
         if points is None:
             points = np.zeros((0, 1, 2), np.float32)
-        self._kf = _Keyframe(frame, grey, points)
+        K_t = np.asarray(frame.K, dtype=np.float64).copy()
+        K_t[:2] /= scale  # intrinsics of the tracking image
+        K_inv = np.linalg.inv(K_t)
+        self._kf = _Keyframe(frame, grey, points, _bearings(points[:, 0], K_inv), K_inv)
+        self._forget_motion()
+        self._moved = False  # has the camera moved since this keyframe (for the rest rule)?
         self.stats.keyframes += 1
 
-    def _track(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keyframe features -> (p0 (M, 2), p1 (M, 2)) float32 of the good tracks, tracking px."""
+    def _track(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Keyframe features -> (p0 (G, 2), p1 (G, 2)) float32 good tracks, tracking px; all tracked
+        positions (M, 2) and the good mask (M,)."""
         kf = self._kf
         assert kf is not None
         if kf.points.shape[0] == 0:
             empty = np.zeros((0, 2), np.float32)
-            return empty, empty
+            return empty, empty, empty, np.zeros(0, bool)
         lk = dict(winSize=_LK_WIN, maxLevel=_LK_LEVELS, criteria=_LK_CRITERIA)
-        # One forward pass only: a forward-backward check would double the cost; the parallax is a
-        # median and the overlap model is fitted with RANSAC, so the few wrong tracks do not matter.
+        # One forward pass only: a forward-backward check would double the cost; parallax and motion
+        # are medians and the overlap model is fitted with RANSAC, so the few wrong tracks do not matter.
         p1, ok, err = cv2.calcOpticalFlowPyrLK(kf.grey, grey, kf.points, None, **lk)
         p0, p1 = kf.points[:, 0], p1[:, 0]
         h, w = grey.shape
@@ -322,7 +383,41 @@ class KeyframeSelector:
             & (err[:, 0] < _LK_MAX_ERR)
             & (p1[:, 0] >= 0) & (p1[:, 0] <= w - 1) & (p1[:, 1] >= 0) & (p1[:, 1] <= h - 1)
         )
-        return p0[good], p1[good]
+        return p0[good], p1[good], p1, good
+
+    def _motion_deg(self, tracks: np.ndarray, good: np.ndarray) -> float:
+        """Median bearing change of the keyframe's features since the previous tracked frame (deg)."""
+        prev, prev_good = self._prev_tracks, self._prev_good
+        self._prev_tracks, self._prev_good = tracks, good
+        if prev is None or prev.shape != tracks.shape:
+            return float("inf")
+        both = good & prev_good
+        if not both.any():
+            return float("inf")
+        K_inv = self._kf.K_inv
+        d = _bearings(tracks[both], K_inv) - _bearings(prev[both], K_inv)
+        return float(np.degrees(np.median(np.linalg.norm(d, axis=1))))
+
+
+def _bearings(points_px: np.ndarray, K_inv: np.ndarray) -> np.ndarray:
+    """(M, 2) pixels -> (M, 3) float64 unit bearing vectors."""
+    x = np.asarray(points_px, dtype=np.float64).reshape(-1, 2)
+    b = x @ K_inv[:2, :2].T + K_inv[:2, 2]
+    b = np.concatenate([b, np.ones((b.shape[0], 1))], axis=1)
+    return b / np.linalg.norm(b, axis=1, keepdims=True)
+
+
+def _rotation_compensated_parallax_deg(b0: np.ndarray, b1: np.ndarray) -> tuple[float, float]:
+    """(M, 3) matched unit bearings -> (median angle left after the best rotation b1 ~ R b0, angle
+    of R), degrees. Kabsch by hand: a 3x3 SVD is all it takes (no library call needed)."""
+    if b0.shape[0] < 3:
+        return float("nan"), float("nan")
+    U, _, Vt = np.linalg.svd(b1.T @ b0)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt)) or 1.0])
+    R = U @ D @ Vt
+    residual = np.linalg.norm(b1 - b0 @ R.T, axis=1)  # chord ~ angle for small angles
+    angle = math.degrees(math.acos(min(1.0, max(-1.0, (np.trace(R) - 1.0) / 2.0))))
+    return float(np.degrees(np.median(residual))), angle
 
 
 def _similarity_overlap(A: np.ndarray, w: int, h: int) -> float:

@@ -131,7 +131,7 @@ class NoPoSplatNode(LifecycleNode):
             elif p.name in ("include_sh", "min_opacity"):
                 splat_changes[p.name] = p.value
         if self.pipeline is not None and kf_changes:
-            try:  # cross-field rules (min_overlap <= max_overlap, ...)
+            try:  # cross-field rules (min_overlap <= target_overlap, ...)
                 cfg = dataclasses.replace(self.pipeline.cfg.keyframes, **kf_changes).validate()
             except ValueError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))

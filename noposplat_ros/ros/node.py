@@ -82,7 +82,8 @@ class NoPoSplatNode(LifecycleNode):
         self.pipeline: Pipeline | None = None
         self._pipeline_cfg: PipelineConfig | None = None
         # input rules (shared with the bag reader): faults that keep a frame are logged, restarts reset
-        self._gate = InputGate(on_fault=self._fault, on_reset=self._reset_pipeline)
+        self._gate = InputGate(on_fault=self._fault, on_reset=self._reset_pipeline,
+                               on_restart_message=lambda m: self.get_logger().warning(m))
         self._camera_info_time = -1.0  # monotonic time of the last valid camera_info
         self._last_image_time = -1.0
         self._missing_warned_at = -1.0

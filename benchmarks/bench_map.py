@@ -6,6 +6,11 @@ The map is filled with disjoint copies of a real view (general-motion fixture, t
 origin (mostly merged), each repeat with a slightly moved camera.
 
     .venv/bin/python benchmarks/bench_map.py [--device cpu|cuda] [--map 1000000] [--repeats 7] [--threads 0]
+
+``--soak-s S``: instead, a long synthetic run that keeps revisiting a room — 12 viewpoints of the
+scene in turn, each visit slightly moved, fresh depth noise, a new keyframe every insert — into a
+map capped at ``--soak-cap`` Gaussians; prints the map size and this process's RSS every 15 s and
+the RSS change after the cap was reached (median of the last 10 % vs the 10 % after the cap).
 """
 from __future__ import annotations
 
@@ -38,9 +43,14 @@ def main() -> None:
     ap.add_argument("--map", type=int, default=1_000_000, help="Gaussians in the map before timing")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--soak-s", type=float, default=0.0, help="run the revisit soak for this many seconds")
+    ap.add_argument("--soak-cap", type=int, default=30_000)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.soak_s > 0:
+        soak(args)
+        return
     print("before:", uptime(), f"| torch threads {torch.get_num_threads()}, device {args.device}")
     hw = (256, 256)
     K = gm.camera_K(40.0, hw)
@@ -104,6 +114,58 @@ def main() -> None:
         smap.fused()
         fb.append(time.perf_counter() - t0)
     print(f"fused() world-frame map build: median {1e3 * statistics.median(fb):.1f} ms")
+    print("after:", uptime())
+
+
+def soak(args: argparse.Namespace) -> None:
+    import psutil
+
+    print("before:", uptime())
+    hw = (96, 128)
+    K = gm.camera_K(40.0, hw)
+    zc = gm.load_scene().median_depth_m
+    views = []
+    for i in range(12):  # a loop through the "room": sideways and pan
+        a = -10.0 + 20.0 * (i % 6) / 5
+        T = gm.pose(gm.rotation("y", a if i < 6 else -a), np.array([(-0.2 + 0.4 * (i % 6) / 5) * zc, 0.0,
+                                                                     0.05 * zc * (i >= 6)]))
+        v = gm.render_view(T, K, hw)
+        views.append((T, v.rgb, v.depth_m))
+    T0_inv = np.linalg.inv(views[0][0])
+    smap = SceneMap(MapConfig(max_gaussians=args.soak_cap, device=args.device))
+    proc = psutil.Process()
+    rng = np.random.default_rng(0)
+    t0 = time.monotonic()
+    samples: list[tuple[float, float, int]] = []
+    cap_at, k, next_print = None, 0, 0.0
+    while time.monotonic() - t0 < args.soak_s:
+        T, rgb, depth = views[k % len(views)]
+        Tw = T0_inv @ T
+        Tw[:3, 3] += rng.normal(0, 0.005 * zc, 3)  # a revisit is never exactly the same pose
+        g = gaussians_from_depth(rgb, depth * (1 + 0.005 * rng.standard_normal(depth.shape)), K)
+        smap.insert(g, K, hw, stamp_ns=k, T_world_from_cam0=Tw)
+        if smap.num_gaussians > args.soak_cap:
+            raise AssertionError(f"cap broken: {smap.num_gaussians} > {args.soak_cap}")
+        k += 1
+        t = time.monotonic() - t0
+        rss = proc.memory_info().rss / 2**20
+        samples.append((t, rss, smap.num_gaussians))
+        if cap_at is None and smap.num_gaussians >= 0.95 * args.soak_cap:
+            cap_at = t
+        if t >= next_print:
+            print(f"  {t:6.0f} s: {k} keyframes, map {smap.num_gaussians} Gaussians, RSS {rss:.1f} MiB, "
+                  f"last fusion {1e3 * smap.last_stats.fusion_s:.1f} ms", flush=True)
+            next_print += 15.0
+    if cap_at is None:
+        print(f"the cap ({args.soak_cap}) was not reached in {args.soak_s:.0f} s: RSS flatness not measured")
+    else:
+        after = [s for s in samples if s[0] >= cap_at]
+        n = max(1, len(after) // 10)
+        first = statistics.median(r for _, r, _ in after[:n])
+        last = statistics.median(r for _, r, _ in after[-n:])
+        print(f"cap reached at {cap_at:.0f} s; {k} keyframes in {samples[-1][0]:.0f} s; map max "
+              f"{max(m for _, _, m in samples)} <= cap {args.soak_cap}; RSS after the cap: {first:.1f} -> {last:.1f} MiB "
+              f"({last - first:+.1f} MiB over {samples[-1][0] - cap_at:.0f} s)")
     print("after:", uptime())
 
 

@@ -225,7 +225,7 @@ class Pipeline:
 
         t0 = time.perf_counter()
         with self._lock:
-            step = self.trajectory.add_pair(recon, odom_baseline_m=odom_baseline_m)
+            step = self.trajectory.add_pair(recon, odom_baseline_m=odom_baseline_m, K_px=(pair.kf0.K, pair.kf1.K))
         timings["trajectory"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Trajectory chaining on synthetic pairs with known poses: common scale, metric scale, loss handling."""
+"""Trajectory on synthetic pairs with known poses: scale carried by PnP, metric scale, pose graph, loss handling."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from noposplat_ros.pose.se3 import exp_se3_np
-from noposplat_ros.pose.trajectory import Trajectory
+from noposplat_ros.pose.trajectory import Trajectory, TrajectoryConfig
 from noposplat_ros.transforms import invert_T, rotation_angle_deg
 from noposplat_ros.types import Gaussians, PairReconstruction, PoseEstimate, PoseStatus, ScaleKind
 
@@ -97,9 +97,11 @@ def test_chained_scale_equals_truth_up_to_one_global_scale():
     steps = run(Ts, rng, Trajectory())
     assert all(s.status == PoseStatus.OK for s in steps)
     assert all(s.scale_kind == ScaleKind.CHAINED for s in steps)
-    assert [s.scale_source for s in steps] == ["first"] + ["pixel"] * 11
+    assert [s.scale_source for s in steps] == ["first"] + ["pnp_dense"] * 11
     err, rot = path_error(steps, Ts, fit_scale=True)
-    assert err < 0.01, err
+    # 1% depth noise on both sides of the dense lookup (the previous pair's points and the new pair's
+    # own projections) biases each PnP scale low by ~0.3% (errors in variables): 4% after 11 pairs.
+    assert err < 0.06, err
     assert rot < 1e-3
     # Without chaining (each pair at its own unit scale) the same path is far off: the test can fail.
     naive = []
@@ -115,7 +117,7 @@ def test_chained_scale_equals_truth_up_to_one_global_scale():
     assert np.max(np.linalg.norm(g * naive - tru, axis=1) / np.linalg.norm(tru, axis=1)) > 0.05
 
 
-def test_grids_that_do_not_match_use_depth_statistics():
+def test_grids_of_different_intrinsics_are_looked_up_through_K():
     rng = np.random.default_rng(1)
     Ts = true_path(6, rng)
     traj = Trajectory()
@@ -125,9 +127,9 @@ def test_grids_that_do_not_match_use_depth_statistics():
         pair.K_grid = pair.K_grid.copy()
         pair.K_grid[1, 0, 0] *= 1.001 + k * 0.001  # view-1 grid differs from the next pair's view-0 grid
         steps.append(traj.add_pair(pair))
-    assert [s.scale_source for s in steps[1:]] == ["median"] * 5
+    assert [s.scale_source for s in steps[1:]] == ["pnp_dense"] * 5
     err, _ = path_error(steps, Ts, fit_scale=True)
-    assert err < 0.05  # statistics of two different views of a plane: coarser than per-pixel
+    assert err < 0.05  # the grids' K disagree slightly with the data: coarser, still carried
 
 
 def test_odometry_baseline_gives_metric_trajectory():
@@ -152,7 +154,7 @@ def test_configured_baseline_gives_metric_trajectory():
     assert path_error(steps, Ts, fit_scale=False)[0] > 0.5
 
 
-def test_lost_pose_gap_and_scale_jump_are_never_confident(tmp_path):
+def test_lost_pose_gap_and_uncarried_scale_are_never_confident(tmp_path):
     rng = np.random.default_rng(4)
     Ts = true_path(6, rng, spacing=0.3)
     traj = Trajectory()
@@ -168,22 +170,59 @@ def test_lost_pose_gap_and_scale_jump_are_never_confident(tmp_path):
     # Stamp gap: another segment.
     s3 = traj.add_pair(make_pair(Ts[3], Ts[4], 5, 6, rng))
     assert s3.segment == s2.segment + 1
-    # Scale jump: the next pair's depths are 10x off -> LOST.
+    # No shared geometry (the predictor made no Gaussians): the scale is not carried -> DEGRADED
+    # with a large scale variance along t, never LOST (the pose itself is fine).
     pair = make_pair(Ts[4], Ts[5], 6, 7, rng)
-    pair.gaussians = pair.gaussians.scaled(10.0)
-    pair.pose.T_cam0_from_cam1[:3, 3] *= 10.0
+    pair.gaussians = pair.gaussians.subset(torch.zeros(pair.gaussians.num, dtype=torch.bool))
     s4 = traj.add_pair(pair)
-    assert s4.status == PoseStatus.LOST and "scale jump" in s4.message
-    # TUM export skips LOST steps and parses back.
+    assert s4.status == PoseStatus.DEGRADED and "scale not carried" in s4.message and s4.scale_source == "none"
+    t = s4.T_cam0_from_cam1[:3, 3]
+    var_along_t = t @ s4.covariance[:3, :3] @ t / (t @ t)
+    assert var_along_t > 0.1 * (t @ t)  # log-scale sigma 0.5: the length is known to ~50%
+    # TUM export: every keyframe with a pose (segment starts included), LOST kf1 skipped; parses back.
     n = traj.to_tum(tmp_path / "traj.tum")
     rows = [l.split() for l in (tmp_path / "traj.tum").read_text().splitlines()]
-    assert n == len(rows) == 1 + 3  # first kf0 + s0, s2, s3
+    assert [r[0] for r in rows] == [f"0.00000000{k}" for k in (0, 1, 2, 3, 5, 6, 7)] and n == 7
     assert all(len(r) == 8 for r in rows)
-    assert rows[0][0] == "0.000000000" and rows[1][0] == "0.000000001"
     q = np.array([float(x) for x in rows[1][4:]])
     assert abs(np.linalg.norm(q) - 1) < 1e-6
+    assert len(traj.poses(include_lost=True)) == 8
     traj.reset()
     assert traj.steps == [] and traj.to_tum(tmp_path / "empty.tum") == 0
+
+
+def test_sparse_matches_carry_the_scale_and_poses_are_the_latest_optimised():
+    """With matches_px/points_cam0 (the geometry backend's evidence) the sparse PnP carries the scale;
+    poses() returns every keyframe at the graph's latest estimate."""
+    rng = np.random.default_rng(6)
+    Ts = true_path(6, rng)
+    # The synthetic grids are 1 px apart: look matches up exactly (real keypoints detected on the
+    # same image coincide; the default radius is 0.5 px).
+    traj = Trajectory(config=TrajectoryConfig(match_radius_px=1e-3))
+    steps = []
+    for k in range(6):
+        pair = make_pair(Ts[k], Ts[k + 1], STAMP0 + k, STAMP0 + k + 1, rng, noise=0.0, extra_scale=rng.uniform(0.5, 2))
+        T01u = pair.pose.T_cam0_from_cam1
+        X0 = grid_points(Ts[k]) * np.linalg.norm(T01u[:3, 3]) / np.linalg.norm((invert_T(Ts[k]) @ Ts[k + 1])[:3, 3])
+        X1 = X0 @ invert_T(T01u)[:3, :3].T + invert_T(T01u)[:3, 3]
+        uv0 = X0[:, :2] / X0[:, 2:] * K[0, 0] + K[:2, 2]
+        uv1 = X1[:, :2] / X1[:, 2:] * K[0, 0] + K[:2, 2]
+        pair.matches_px, pair.points_cam0 = np.concatenate([uv0, uv1], 1), X0
+        # the next pair's kf0 pixels must be this pair's kf1 pixels: use the kf1 grid as well
+        X1b = grid_points(Ts[k + 1]) * np.linalg.norm(T01u[:3, 3]) / np.linalg.norm((invert_T(Ts[k]) @ Ts[k + 1])[:3, 3])
+        X1b0 = X1b @ T01u[:3, :3].T + T01u[:3, 3]
+        uvb1 = X1b[:, :2] / X1b[:, 2:] * K[0, 0] + K[:2, 2]
+        uvb0 = X1b0[:, :2] / X1b0[:, 2:] * K[0, 0] + K[:2, 2]
+        pair.matches_px = np.concatenate([pair.matches_px, np.concatenate([uvb0, uvb1], 1)])
+        pair.points_cam0 = np.concatenate([pair.points_cam0, X1b0])
+        steps.append(traj.add_pair(pair, K_px=(K, K)))
+    assert [s.scale_source for s in steps] == ["first"] + ["pnp_sparse"] * 5
+    assert all(s.pnp_inliers >= 100 for s in steps[1:])
+    err, _ = path_error(steps, Ts, fit_scale=True)
+    assert err < 1e-3, err
+    poses = traj.poses()
+    assert [p[0] for p in poses] == [STAMP0] + [STAMP0 + k + 1 for k in range(6)]
+    np.testing.assert_allclose(poses[-1][1], steps[-1].T_world_from_cam1, atol=1e-9)
 
 
 def test_world_covariance_grows_along_the_chain():

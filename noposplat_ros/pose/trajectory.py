@@ -1,26 +1,39 @@
-"""Chain relative pair poses into camera poses over time, with one honest scale.
+"""Keyframe poses over time with one scale carried by geometry, and a small pose graph (no rclpy).
 
 Every pair comes in its own unit-baseline scale. Consecutive pairs share a keyframe (pair k's kf1 is
-pair k+1's kf0, same stamp), and both pairs predict that keyframe's geometry: pair k's view-1
-Gaussians expressed in its camera 1, and pair k+1's view-0 Gaussians in its camera 0 — the same camera.
-The robust median of their per-pixel depth ratios (when both grids are the same image grid, i.e. equal
-``grid_hw`` and ``K_grid``) or the ratio of their median depths (otherwise) carries the scale from pair
-k to pair k+1: s_{k+1} = s_k * median(z_k / z_{k+1}). The first pair of a segment defines the unit
-(its camera baseline = 1): scale kind CHAINED.
+pair k+1's kf0, same stamp). The scale is carried by *placing* the new keyframe against the previous
+pair's 3-D points (PnP, PoseLib's ``estimate_absolute_pose``), so consecutive pairs share one scale
+by construction:
 
-Metric scale: when an odometry baseline is given for a pair (``odom_baseline_m``, the distance the
-camera travelled between the two keyframe stamps) or a fixed ``metric_baseline_m`` is configured, the
-pair's scale is baseline_m / |t_pair| and its kind is METRIC; pairs chained from a metric pair carry
-metres too (with drift) and say CHAINED, with ``segment_metric = True``.
+- sparse (when both pairs carry ``matches_px``/``points_cam0`` and the input intrinsics are given):
+  the previous pair's triangulated matches, looked up at the new pair's kf0 match pixels (same image,
+  within ``match_radius_px``), against the new pair's kf1 pixels;
+- dense (the noposplat backend, or as a fallback): the previous pair's view-1 Gaussian means (the
+  shared keyframe, per pixel) looked up at a grid of the new pair's view-0 pixels, against those
+  pixels' projections into the new kf1 through the new pair's own geometry.
+
+The PnP gives ``T_cam(k)_from_cam(k-2)`` in the trajectory's scale: the new pair's scale is the
+baseline it implies for k-1 -> k over the pair's unit baseline. A scale that cannot be carried (too
+few inliers, a PnP that disagrees with the pair's direction) keeps the previous pair's baseline with
+a log-scale standard deviation of ``degraded_log_scale_sigma``: DEGRADED, never LOST. LOST only when
+the pair's pose itself is lost.
+
+Pose graph (``pose_graph.PoseGraph``, GTSAM): one variable per keyframe; a Huber-robust
+BetweenFactor k-1 -> k (the pair's pose at the carried scale; covariance = the pair's, scaled, plus
+the scale's uncertainty along t) and k-2 -> k (the PnP pose; covariance from the reprojection
+Jacobian). Correlated edges: both come from data that share keyframe k-1's geometry (the scale of
+the k-1 -> k edge *is* the PnP), and their cross-covariance is not modelled; the k-2 -> k edge's
+covariance is doubled (a covariance-intersection weight of 1/2), so the two together never claim
+more than the independent information. Odometry (``odom_baseline_m``: the distance the camera
+travelled between the keyframe stamps) adds a distance factor (std ``odom_sigma_rel`` x distance,
+at least ``odom_sigma_min_m``) and makes the segment metric. A fixed ``metric_baseline_m`` (stereo
+rig) sets every pair's scale directly. The newest keyframe's optimised pose and marginal covariance
+are published; ``poses()`` returns every keyframe at its latest optimised pose.
 
 World frame = camera frame of the first keyframe of the first segment. A pair whose kf0 stamp is not
-the previous pair's kf1 stamp, or which follows a LOST step, starts a new segment: its kf0 is placed at
-the last known pose with a "do not use" world covariance (the motion across the gap is unknown) and its
-scale restarts (unit baseline of that pair, unless metric).
-
-Tracking loss — PnP LOST, a scale jump beyond ``max_scale_jump``, no shared geometry to chain the
-scale — gives a LOST step: T_world_from_cam1 = T_world_from_cam0 (no motion) and covariances of
-LOST_POSE_VARIANCE, never a confident pose. A spread-out depth-ratio distribution gives DEGRADED.
+the previous pair's kf1 stamp, or which follows a LOST step, starts a new segment (a new graph): its
+kf0 is placed at the last known pose, with LOST_POSE_VARIANCE added to the world covariance (the
+motion across the gap is unknown), and its scale restarts (unit baseline of that pair, unless metric).
 """
 from __future__ import annotations
 
@@ -30,23 +43,37 @@ import pathlib
 from collections.abc import Iterable
 
 import numpy as np
+import poselib
+from scipy.spatial import cKDTree
 
-from noposplat_ros.transforms import T_to_translation_quat_xyzw, invert_T, is_rigid
+from noposplat_ros.pose.pose_graph import PoseGraph
+from noposplat_ros.transforms import T_to_translation_quat_xyzw, direction_angle_deg, invert_T, is_rigid
 from noposplat_ros.types import LOST_POSE_VARIANCE, PairReconstruction, PoseStatus, ScaleKind, format_stamp
 
 
 @dataclasses.dataclass
 class TrajectoryConfig:
-    """max_scale_jump: allowed factor between consecutive pair scales (beyond = LOST).
-    min_shared_px: minimum number of valid shared pixels for the per-pixel ratio.
-    opacity_min: Gaussians below this opacity do not vote for the scale.
-    degraded_log_spread: MAD of log depth ratios above this marks the scale DEGRADED.
-    degraded_covariance_factor: covariance inflation of a DEGRADED scale."""
+    """window: keyframes in the pose graph's sliding window. huber_k: robust loss threshold (sigmas).
+    pnp_max_reproj_frac: PnP inlier threshold as a fraction of the image width (resolution-free).
+    min_pnp_inliers: fewer PnP inliers: the scale is not carried (DEGRADED).
+    max_pnp_direction_deg: a PnP whose k-1 -> k direction differs more from the pair's is not trusted.
+    match_radius_px: sparse lookup radius of a kf0 match pixel among the previous pair's kf1 pixels.
+    dense_points: grid pixels used by the dense lookup. opacity_min: Gaussians below do not vote.
+    odom_sigma_rel / odom_sigma_min_m: std of an odometry distance (relative, floor in metres).
+    degraded_log_scale_sigma: std of log scale when the scale could not be carried.
+    degraded_covariance_factor: covariance inflation of a DEGRADED step."""
 
-    max_scale_jump: float = 4.0
-    min_shared_px: int = 64
+    window: int = 50
+    huber_k: float = 1.345
+    pnp_max_reproj_frac: float = 0.01
+    min_pnp_inliers: int = 20
+    max_pnp_direction_deg: float = 30.0
+    match_radius_px: float = 0.5
+    dense_points: int = 3000
     opacity_min: float = 0.3
-    degraded_log_spread: float = 0.15
+    odom_sigma_rel: float = 0.01
+    odom_sigma_min_m: float = 0.001
+    degraded_log_scale_sigma: float = 0.5
     degraded_covariance_factor: float = 100.0
 
 
@@ -54,15 +81,17 @@ class TrajectoryConfig:
 class TrajectoryStep:
     """One pair placed in the world.
 
-    T_world_from_cam0 / T_world_from_cam1: (4, 4) float64 keyframe poses in the world frame.
+    T_world_from_cam0 / T_world_from_cam1: (4, 4) float64 keyframe poses in the world frame, as
+      optimised when this pair was added (``Trajectory.poses()`` has the latest estimates).
     T_cam0_from_cam1: (4, 4) the pair's relative pose with ``scale`` applied.
     scale: factor applied to this pair's unit-baseline output (means, scales x s; covariances x s^2).
-    scale_kind: METRIC (measured for this pair) or CHAINED (carried from the segment's first pair).
-    segment_metric: True when the segment's unit is metres (anchored by a metric pair).
+    scale_kind: METRIC (metres: configured baseline or odometry in this segment) or CHAINED.
+    segment_metric: True when the segment's unit is metres.
     status: OK / DEGRADED / LOST.
     covariance: (6, 6) of T_cam0_from_cam1 (tx, ty, tz, rx, ry, rz), scaled, incl. scale uncertainty.
-    covariance_world: (6, 6) of T_world_from_cam1, first-order propagation along the segment.
-    scale_source: "metric", "pixel" (per-pixel ratios), "median" (depth statistics), "first" or "none".
+    covariance_world: (6, 6) marginal of T_world_from_cam1 from the pose graph (translation in world
+      axes, rotation about world axes), plus LOST_POSE_VARIANCE after a segment break.
+    scale_source: "metric", "pnp_sparse", "pnp_dense", "first", "none" (not carried) or "lost".
     """
 
     index: int
@@ -80,23 +109,17 @@ class TrajectoryStep:
     segment_metric: bool
     scale_source: str
     message: str = ""
+    pnp_inliers: int = 0
 
 
-def _view_split(recon: PairReconstruction) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """(means0 (HW, 3), opac0 (HW,), means1 (HW, 3), opac1 (HW,)) in camera 0, or None if the
-    Gaussians are not two per-pixel grids."""
-    H, W = recon.grid_hw
-    g = recon.gaussians
-    if g.num != 2 * H * W:
-        return None
-    m = g.means.detach().cpu().double().numpy()
-    o = g.opacities.detach().cpu().double().numpy()
-    n = H * W
-    return m[:n], o[:n], m[n:], o[n:]
+@dataclasses.dataclass
+class _Placement:
+    """PnP of the new kf1 against the previous pair's points."""
 
-
-def _skew(v: np.ndarray) -> np.ndarray:
-    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]], dtype=np.float64)
+    T_cam1_from_prev0: np.ndarray  # (4, 4) trajectory scale
+    cov_tangent: np.ndarray  # (6, 6) of T_prev0_from_cam1, GTSAM order (rotation first, right perturbation)
+    inliers: int
+    source: str
 
 
 def _scale_cov(cov: np.ndarray, s: float) -> np.ndarray:
@@ -104,22 +127,124 @@ def _scale_cov(cov: np.ndarray, s: float) -> np.ndarray:
     return S @ cov @ S
 
 
-def _compose_cov(cov_w0: np.ndarray, T_w0: np.ndarray, T_01: np.ndarray, cov_01: np.ndarray) -> np.ndarray:
-    """Covariance of T_w0 @ T_01 (translation in the parent frame, rotation left-perturbed about the
-    parent's axes), first order."""
-    R = T_w0[:3, :3]
-    Rt01 = R @ T_01[:3, 3]
-    J0 = np.eye(6)
-    J0[:3, 3:] = -_skew(Rt01)
-    J1 = np.zeros((6, 6))
-    J1[:3, :3] = R
-    J1[3:, 3:] = R
-    out = J0 @ cov_w0 @ J0.T + J1 @ cov_01 @ J1.T
-    return 0.5 * (out + out.T)
+def _view_means(recon: PairReconstruction, view: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(means (H*W, 3) in camera 0, opacities (H*W,)) of one view's per-pixel grid, or None."""
+    H, W = recon.grid_hw
+    g = recon.gaussians
+    if g.num != 2 * H * W:
+        return None
+    sl = slice(view * H * W, (view + 1) * H * W)
+    return g.means[sl].detach().cpu().double().numpy(), g.opacities[sl].detach().cpu().double().numpy()
+
+
+def _pinhole(K: np.ndarray, width: float, height: float) -> dict:
+    return {"model": "PINHOLE", "width": int(width), "height": int(height),
+            "params": [float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2])]}
+
+
+def _pnp(x2d: np.ndarray, X3d: np.ndarray, K: np.ndarray, width: float, cfg: TrajectoryConfig,
+         source: str) -> _Placement | None:
+    """PoseLib absolute pose (cam_from_world) + its covariance from the reprojection Jacobian."""
+    ok = np.isfinite(x2d).all(1) & np.isfinite(X3d).all(1)
+    x2d, X3d = x2d[ok], X3d[ok]
+    if x2d.shape[0] < max(cfg.min_pnp_inliers, 4):
+        return None
+    thr = max(cfg.pnp_max_reproj_frac * width, 1.0)  # at least 1 px on tiny grids
+    pose, info = poselib.estimate_absolute_pose(
+        x2d, X3d, _pinhole(K, width, 2 * K[1, 2]), {"max_reproj_error": thr}, {"loss_scale": 0.5 * thr}
+    )
+    inl = np.asarray(info["inliers"], dtype=bool)
+    if int(inl.sum()) < cfg.min_pnp_inliers:
+        return None
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = np.asarray(pose.R), np.asarray(pose.t)
+    # Covariance of the pose from the inliers' reprojection residuals (PoseLib returns none). Measured
+    # T_prev0_from_cam1 = T^-1 with right perturbation xi = (w, v): points in the camera move by
+    # X_c -> X_c + [X_c]x w - v; projection Jacobian f/z [[1, 0, -x/z], [0, 1, -y/z]].
+    Xc = X3d[inl] @ T[:3, :3].T + T[:3, 3]
+    z = Xc[:, 2]
+    front = z > 1e-9
+    Xc, z, x_obs = Xc[front], z[front], x2d[inl][front]
+    n = Xc.shape[0]
+    if n < cfg.min_pnp_inliers:
+        return None
+    proj = np.stack([K[0, 0] * Xc[:, 0] / z + K[0, 2], K[1, 1] * Xc[:, 1] / z + K[1, 2]], 1)
+    r = (proj - x_obs).ravel()
+    Jp = np.zeros((n, 2, 3))
+    Jp[:, 0, 0] = K[0, 0] / z
+    Jp[:, 0, 2] = -K[0, 0] * Xc[:, 0] / z**2
+    Jp[:, 1, 1] = K[1, 1] / z
+    Jp[:, 1, 2] = -K[1, 1] * Xc[:, 1] / z**2
+    skew = np.zeros((n, 3, 3))
+    skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -Xc[:, 2], Xc[:, 1], -Xc[:, 0]
+    skew[:, 1, 0], skew[:, 2, 0], skew[:, 2, 1] = Xc[:, 2], -Xc[:, 1], Xc[:, 0]
+    J = np.concatenate([Jp @ skew, -Jp], axis=2).reshape(2 * n, 6)
+    sigma2 = max(float(r @ r) / max(2 * n - 6, 1), (0.1 * thr / 3.0) ** 2)  # floor: never infinitely sure
+    try:
+        cov = sigma2 * np.linalg.inv(J.T @ J)
+    except np.linalg.LinAlgError:
+        return None
+    return _Placement(T, 0.5 * (cov + cov.T), int(inl.sum()), source)
+
+
+def _place_sparse(prev: PairReconstruction, prev_scale: float, cur: PairReconstruction, K1_px: np.ndarray,
+                  cfg: TrajectoryConfig) -> _Placement | None:
+    """Sparse PnP: previous pair's triangulated matches at the new pair's kf0 match pixels."""
+    if prev.matches_px is None or prev.points_cam0 is None or cur.matches_px is None:
+        return None
+    pm, pX, cm = np.asarray(prev.matches_px, float), np.asarray(prev.points_cam0, float), np.asarray(cur.matches_px, float)
+    good = np.isfinite(pX).all(1)
+    if good.sum() < cfg.min_pnp_inliers or cm.shape[0] < cfg.min_pnp_inliers:
+        return None
+    tree = cKDTree(pm[good, 2:4])
+    dist, idx = tree.query(cm[:, 0:2], k=1, distance_upper_bound=cfg.match_radius_px)
+    hit = np.isfinite(dist)
+    X = pX[good][idx[hit]] * prev_scale  # previous camera 0 (= keyframe k-2), trajectory scale
+    return _pnp(cm[hit, 2:4], X, K1_px, 2 * K1_px[0, 2], cfg, "pnp_sparse")
+
+
+def _place_dense(prev: PairReconstruction, prev_scale: float, cur: PairReconstruction,
+                 cfg: TrajectoryConfig) -> _Placement | None:
+    """Dense PnP: previous pair's view-1 Gaussians (shared keyframe) at a grid of the new pair's
+    view-0 pixels, against those pixels' projections into the new kf1 through the new pair's pose."""
+    a, b = _view_means(prev, 1), _view_means(cur, 0)
+    if a is None or b is None:
+        return None
+    Hp, Wp = prev.grid_hw
+    Hc, Wc = cur.grid_hw
+    step = max(1, int(math.sqrt(Hc * Wc / max(cfg.dense_points, 1))))
+    v, u = np.mgrid[step // 2:Hc:step, step // 2:Wc:step]
+    u, v = u.ravel().astype(np.float64), v.ravel().astype(np.float64)
+    # Same camera at two grid resolutions: previous view-1 grid pixel = K_prev1 K_cur0^-1 (u, v, 1).
+    M = np.asarray(prev.K_grid, float)[1] @ np.linalg.inv(np.asarray(cur.K_grid, float)[0])
+    up = np.rint(M[0, 0] * u + M[0, 1] * v + M[0, 2]).astype(np.int64)
+    vp = np.rint(M[1, 0] * u + M[1, 1] * v + M[1, 2]).astype(np.int64)
+    inside = (up >= 0) & (up < Wp) & (vp >= 0) & (vp < Hp)
+    ic = (v.astype(np.int64) * Wc + u.astype(np.int64))[inside]
+    ip = (vp * Wp + up)[inside]
+    Xp, op = a[0][ip] * prev_scale, a[1][ip]  # previous camera 0 (= keyframe k-2), trajectory scale
+    Xc, oc = b[0][ic], b[1][ic]  # new camera 0 (= the shared keyframe), unit baseline
+    T10 = invert_T(np.asarray(cur.pose.T_cam0_from_cam1, float))
+    X1 = Xc @ T10[:3, :3].T + T10[:3, 3]
+    K1 = np.asarray(cur.K_grid, float)[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x1 = np.stack([K1[0, 0] * X1[:, 0] / X1[:, 2] + K1[0, 2], K1[1, 1] * X1[:, 1] / X1[:, 2] + K1[1, 2]], 1)
+    Tp10 = invert_T(np.asarray(prev.pose.T_cam0_from_cam1, float))
+    zp = (Xp @ Tp10[:3, :3].T)[:, 2] + Tp10[2, 3] * prev_scale  # depth in the shared keyframe
+    ok = (op > cfg.opacity_min) & (oc > cfg.opacity_min) & (zp > 0) & (Xc[:, 2] > 0) & (X1[:, 2] > 0)
+    return _pnp(x1[ok], Xp[ok], K1, float(Wc), cfg, "pnp_dense")
+
+
+@dataclasses.dataclass
+class _KeyframeRecord:
+    stamp_ns: int
+    graph: PoseGraph | None  # None: a LOST keyframe (pose of the last known keyframe, never optimised)
+    key: int
+    T_lost: np.ndarray | None = None
 
 
 class Trajectory:
-    """Accumulates PairReconstructions into world poses (see module docstring)."""
+    """Accumulates PairReconstructions into keyframe poses (see module docstring)."""
 
     def __init__(self, metric_baseline_m: float | None = None, config: TrajectoryConfig | None = None):
         if metric_baseline_m is not None and not (math.isfinite(metric_baseline_m) and metric_baseline_m > 0):
@@ -131,131 +256,100 @@ class Trajectory:
     def reset(self) -> None:
         """Forget everything: the next pair defines the world frame again."""
         self.steps: list[TrajectoryStep] = []
+        self._records: list[_KeyframeRecord] = []
+        self._graph: PoseGraph | None = None
         self._prev: PairReconstruction | None = None
         self._prev_step: TrajectoryStep | None = None
+        self._prev_key: int = -1  # graph key of the previous pair's kf1
         self._segment = -1
-        self._first_stamp_ns: int | None = None
+        self._segment_metric = False
+        self._last_T = np.eye(4)  # last known keyframe pose (anchor of a new segment)
 
-    # ---- scale from the shared keyframe ----
-    def _chain_ratio(self, prev: PairReconstruction, cur: PairReconstruction) -> tuple[float, float, str, int]:
-        """(ratio z_prev / z_cur, robust spread of log ratios, source, n) for the shared keyframe."""
-        cfg = self.config
-        a = _view_split(prev)
-        b = _view_split(cur)
-        if a is None or b is None:
-            return float("nan"), float("nan"), "none", 0
-        T10 = invert_T(prev.pose.T_cam0_from_cam1)
-        m1_cam1 = a[2] @ T10[:3, :3].T + T10[:3, 3]
-        z_prev = m1_cam1[:, 2]
-        z_cur = b[0][:, 2]
-        ok_prev = np.isfinite(z_prev) & (z_prev > 0) & (a[3] > cfg.opacity_min)
-        ok_cur = np.isfinite(z_cur) & (z_cur > 0) & (b[1] > cfg.opacity_min)
-        same_grid = tuple(prev.grid_hw) == tuple(cur.grid_hw) and np.allclose(
-            np.asarray(prev.K_grid)[1], np.asarray(cur.K_grid)[0], rtol=1e-6, atol=1e-6
-        )
-        if same_grid:
-            ok = ok_prev & ok_cur
-            n = int(ok.sum())
-            if n >= cfg.min_shared_px:
-                lr = np.log(z_prev[ok] / z_cur[ok])
-                med = float(np.median(lr))
-                mad = float(np.median(np.abs(lr - med))) * 1.4826
-                return math.exp(med), mad, "pixel", n
-        n = int(min(ok_prev.sum(), ok_cur.sum()))
-        if n >= cfg.min_shared_px:
-            lp, lc = np.log(z_prev[ok_prev]), np.log(z_cur[ok_cur])
-            med_p, med_c = float(np.median(lp)), float(np.median(lc))
-            mad = max(float(np.median(np.abs(lp - med_p))), float(np.median(np.abs(lc - med_c)))) * 1.4826
-            return math.exp(med_p - med_c), mad, "median", n
-        return float("nan"), float("nan"), "none", n
+    def add_pair(self, recon: PairReconstruction, odom_baseline_m: float | None = None,
+                 K_px: tuple[np.ndarray, np.ndarray] | None = None) -> TrajectoryStep:
+        """Place one pair; returns its TrajectoryStep (also appended to ``self.steps``).
 
-    def add_pair(self, recon: PairReconstruction, odom_baseline_m: float | None = None) -> TrajectoryStep:
-        """Place one pair; returns its TrajectoryStep (also appended to ``self.steps``)."""
+        odom_baseline_m: distance travelled between the keyframe stamps (metres), if known.
+        K_px: (K0, K1) (3, 3) input-image intrinsics of the keyframes (for the sparse PnP on
+          ``matches_px``); None: only the dense lookup is available.
+        """
         cfg = self.config
         prev, prev_step = self._prev, self._prev_step
         T01_unit = np.asarray(recon.pose.T_cam0_from_cam1, dtype=np.float64)
-        pose_lost = recon.pose.status == PoseStatus.LOST or not is_rigid(T01_unit, atol=1e-4)
         t_norm = float(np.linalg.norm(T01_unit[:3, 3]))
+        pose_lost = recon.pose.status == PoseStatus.LOST or not is_rigid(T01_unit, atol=1e-4) or t_norm < 1e-9
         msgs: list[str] = []
-
         continues = (
-            prev is not None
-            and prev_step is not None
-            and prev_step.status != PoseStatus.LOST
-            and int(recon.stamp0_ns) == int(prev.stamp1_ns)
+            prev is not None and prev_step is not None and self._graph is not None
+            and prev_step.status != PoseStatus.LOST and int(recon.stamp0_ns) == int(prev.stamp1_ns)
         )
-        new_segment = not continues
-        if new_segment:
+        if pose_lost:
+            return self._lost_step(recon, "pose lost: " + recon.pose.message, continues)
+
+        if not continues:
             self._segment += 1
-            if prev_step is None:
-                T_w0 = np.eye(4)
-                cov_w0 = np.zeros((6, 6))
-                self._first_stamp_ns = int(recon.stamp0_ns)
-            else:
-                T_w0 = prev_step.T_world_from_cam1.copy()
-                cov_w0 = np.eye(6) * LOST_POSE_VARIANCE  # motion across the gap is unknown
+            if self._segment > 0:
                 msgs.append("new segment (gap or loss before this pair)")
+            self._graph = PoseGraph(window=cfg.window, huber_k=cfg.huber_k)
+            self._segment_metric = False
+            k0 = self._graph.add_keyframe(int(recon.stamp0_ns), self._last_T, np.eye(6) * 1e-12)
+            self._records.append(_KeyframeRecord(int(recon.stamp0_ns), self._graph, k0))
         else:
-            T_w0 = prev_step.T_world_from_cam1.copy()
-            cov_w0 = prev_step.covariance_world.copy()
+            k0 = self._prev_key
+        graph = self._graph
+        assert graph is not None
 
         # ---- scale ----
         status = PoseStatus(int(recon.pose.status))
-        metric_b = odom_baseline_m if odom_baseline_m is not None else self.metric_baseline_m
-        metric_ok = metric_b is not None and math.isfinite(metric_b) and metric_b > 0 and t_norm > 1e-9
-        log_spread = 0.0
-        segment_metric = bool(prev_step.segment_metric) if (continues and prev_step is not None) else False
-        if metric_ok:
-            scale = float(metric_b) / t_norm
-            kind, source = ScaleKind.METRIC, "metric"
-            segment_metric = True if (new_segment or segment_metric) else False
-            if not new_segment and not segment_metric:
-                msgs.append("metric scale inside a chained segment: units of earlier poses differ")
-        elif new_segment:
-            scale, kind, source = 1.0, ScaleKind.CHAINED, "first"
+        odom_ok = odom_baseline_m is not None and math.isfinite(odom_baseline_m) and odom_baseline_m > 0
+        var_log_s = 0.0
+        placement: _Placement | None = None
+        if self.metric_baseline_m is not None:
+            scale, source = self.metric_baseline_m / t_norm, "metric"
+            self._segment_metric = True
+        elif not continues:
+            scale, source = (float(odom_baseline_m) / t_norm, "metric") if odom_ok else (1.0, "first")
+            self._segment_metric = bool(odom_ok)
         else:
-            ratio, log_spread, source, n = self._chain_ratio(prev, recon)
-            kind = ScaleKind.CHAINED
-            if source == "none" or not math.isfinite(ratio) or ratio <= 0:
-                scale = prev_step.scale
-                status = PoseStatus.LOST
-                msgs.append(f"no shared geometry to chain the scale ({n} px)")
-            else:
-                scale = prev_step.scale * ratio
-                if prev_step.scale > 0:
-                    jump = max(ratio, 1.0 / ratio)
-                    if jump > cfg.max_scale_jump:
-                        status = PoseStatus.LOST
-                        msgs.append(f"scale jump x{jump:.2f} > {cfg.max_scale_jump}")
-                if status == PoseStatus.OK and log_spread > cfg.degraded_log_spread:
-                    status = PoseStatus.DEGRADED
-                    msgs.append(f"depth-ratio spread {log_spread:.3f}")
-                if source == "median":
-                    log_spread = max(log_spread, 0.05)  # coarser: statistics, not correspondences
-        if pose_lost:
-            status = PoseStatus.LOST
-            msgs.append("pose lost: " + recon.pose.message)
+            s_prev = float(prev_step.scale)
+            if K_px is not None:
+                placement = _place_sparse(prev, s_prev, recon, np.asarray(K_px[1], float), cfg)
+            if placement is None:
+                placement = _place_dense(prev, s_prev, recon, cfg)
+            scale, source, var_log_s = self._carried_scale(placement, prev_step, T01_unit, msgs)
+            if source == "none":
+                status = PoseStatus.DEGRADED
 
-        # ---- pose and covariance ----
+        # ---- relative pose, covariance, graph ----
         T01 = T01_unit.copy()
         T01[:3, 3] *= scale
         cov = _scale_cov(np.asarray(recon.pose.covariance, dtype=np.float64), scale)
-        if source in ("pixel", "median"):
-            # Uncertainty of this pair's scale ratio (spread / sqrt(n) of the log ratios) along t.
-            n_eff = max(n, 1)
-            var_ls = (log_spread**2) / n_eff + 1e-8
-            t = T01[:3, 3]
-            cov[:3, :3] += var_ls * np.outer(t, t)
-        if status == PoseStatus.DEGRADED and recon.pose.status != PoseStatus.DEGRADED:
+        t = T01[:3, 3]
+        cov[:3, :3] += (var_log_s + 1e-10) * np.outer(t, t)  # the scale's uncertainty along t
+        if status == PoseStatus.DEGRADED and recon.pose.status != PoseStatus.DEGRADED and source != "none":
             cov = cov * cfg.degraded_covariance_factor
-        if status == PoseStatus.LOST:
-            T01 = np.eye(4)
-            cov = np.eye(6) * LOST_POSE_VARIANCE
-            T_w1 = T_w0.copy()
-            cov_w1 = np.eye(6) * LOST_POSE_VARIANCE
-        else:
-            T_w1 = T_w0 @ T01
-            cov_w1 = _compose_cov(cov_w0, T_w0, T01, cov)
+        T_w1_guess = graph.pose(k0) @ T01
+        k1 = graph.add_keyframe(int(recon.stamp1_ns), T_w1_guess)
+        graph.add_relative(k0, k1, T01, cov)
+        if placement is not None and source != "none" and k0 >= 1:
+            graph.add_relative(k0 - 1, k1, invert_T(placement.T_cam1_from_prev0), 2.0 * placement.cov_tangent,
+                               tangent=True)
+        if odom_ok and source != "metric":
+            sigma = max(cfg.odom_sigma_rel * float(odom_baseline_m), cfg.odom_sigma_min_m)
+            graph.add_distance(k0, k1, float(odom_baseline_m), sigma)
+            self._segment_metric = True
+        graph.optimise()
+        self._records.append(_KeyframeRecord(int(recon.stamp1_ns), graph, k1))
+
+        T_w0, T_w1 = graph.pose(k0), graph.pose(k1)
+        scale_opt = float(np.linalg.norm((invert_T(T_w0) @ T_w1)[:3, 3])) / t_norm
+        if np.isfinite(scale_opt) and scale_opt > 0 and source not in ("metric", "first"):
+            T01[:3, 3] = T01_unit[:3, 3] * scale_opt
+            cov = _scale_cov(_scale_cov(cov, 1.0 / scale), scale_opt)
+            scale = scale_opt
+        cov_w1 = graph.covariance(k1)
+        if self._segment > 0:
+            cov_w1 = cov_w1 + np.eye(6) * LOST_POSE_VARIANCE  # the segment's offset is unknown
         step = TrajectoryStep(
             index=len(self.steps),
             stamp0_ns=int(recon.stamp0_ns),
@@ -264,28 +358,71 @@ class Trajectory:
             T_world_from_cam1=T_w1,
             T_cam0_from_cam1=T01,
             scale=float(scale),
-            scale_kind=kind,
+            scale_kind=ScaleKind.METRIC if self._segment_metric else ScaleKind.CHAINED,
             status=status,
             covariance=cov,
             covariance_world=cov_w1,
             segment=self._segment,
-            segment_metric=segment_metric,
+            segment_metric=self._segment_metric,
             scale_source=source,
             message="; ".join(msgs),
+            pnp_inliers=placement.inliers if placement is not None else 0,
         )
         self.steps.append(step)
+        self._prev, self._prev_step, self._prev_key = recon, step, k1
+        self._last_T = T_w1
+        return step
+
+    def _carried_scale(self, placement: _Placement | None, prev_step: TrajectoryStep, T01_unit: np.ndarray,
+                       msgs: list[str]) -> tuple[float, str, float]:
+        """(scale, source, variance of log scale) of the new pair from the PnP placement."""
+        cfg = self.config
+        fallback = (float(prev_step.scale), "none", cfg.degraded_log_scale_sigma**2)
+        if placement is None:
+            msgs.append("scale not carried: too few points shared with the previous pair")
+            return fallback
+        # k-1 -> k implied by the PnP: T_{k-1 from k} = T_{k-1 from k-2} T_{k-2 from k}
+        T_prev_rel = np.asarray(prev_step.T_cam0_from_cam1, float)  # T_{k-2 from k-1}, trajectory scale
+        T_km1_k = invert_T(T_prev_rel) @ invert_T(placement.T_cam1_from_prev0)
+        t = T_km1_k[:3, 3]
+        t_len = float(np.linalg.norm(t))
+        angle = direction_angle_deg(t, T01_unit[:3, 3]) if t_len > 0 else 180.0
+        if not angle <= cfg.max_pnp_direction_deg:
+            msgs.append(f"scale not carried: PnP direction differs by {angle:.1f} deg from the pair's")
+            return fallback
+        # variance of |t| along its direction from the PnP's translation covariance (right perturbation
+        # of T_{k-2 from k}: dt_{k-1,k} = R_{k-1 from k} v)
+        u = t / t_len
+        A = T_km1_k[:3, :3]
+        var_len = float(u @ A @ placement.cov_tangent[3:, 3:] @ A.T @ u)
+        return t_len / float(np.linalg.norm(T01_unit[:3, 3])), placement.source, var_len / t_len**2
+
+    def _lost_step(self, recon: PairReconstruction, message: str, continues: bool) -> TrajectoryStep:
+        """A LOST step: no motion, 'do not use' covariances; the next pair starts a new segment."""
+        T = self._last_T.copy()
+        step = TrajectoryStep(
+            index=len(self.steps), stamp0_ns=int(recon.stamp0_ns), stamp1_ns=int(recon.stamp1_ns),
+            T_world_from_cam0=T, T_world_from_cam1=T.copy(), T_cam0_from_cam1=np.eye(4),
+            scale=float(self._prev_step.scale) if (continues and self._prev_step is not None) else 1.0,
+            scale_kind=ScaleKind.METRIC if self._segment_metric else ScaleKind.CHAINED,
+            status=PoseStatus.LOST, covariance=np.eye(6) * LOST_POSE_VARIANCE,
+            covariance_world=np.eye(6) * LOST_POSE_VARIANCE, segment=max(self._segment, 0),
+            segment_metric=self._segment_metric, scale_source="lost", message=message,
+        )
+        self.steps.append(step)
+        self._records.append(_KeyframeRecord(int(recon.stamp1_ns), None, -1, T.copy()))
         self._prev, self._prev_step = recon, step
         return step
 
     def poses(self, include_lost: bool = False) -> list[tuple[int, np.ndarray]]:
-        """[(stamp_ns, T_world_from_cam)] of the keyframes: the first kf0, then each step's kf1."""
+        """[(stamp_ns, T_world_from_cam)] of the keyframes in the order they came, at their latest
+        optimised poses (a LOST pair's kf1, which has no pose of its own, only with ``include_lost``)."""
         out: list[tuple[int, np.ndarray]] = []
-        if self._first_stamp_ns is not None:
-            out.append((self._first_stamp_ns, np.eye(4)))
-        for s in self.steps:
-            if s.status == PoseStatus.LOST and not include_lost:
-                continue
-            out.append((s.stamp1_ns, s.T_world_from_cam1))
+        for r in self._records:
+            if r.graph is not None:
+                out.append((r.stamp_ns, r.graph.pose(r.key)))
+            elif include_lost:
+                out.append((r.stamp_ns, r.T_lost.copy()))
         return out
 
     def to_tum(self, path: str | pathlib.Path) -> int:

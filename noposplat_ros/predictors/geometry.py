@@ -40,7 +40,6 @@ import torch
 from noposplat_ros.ingest.camera_model import scale_intrinsics
 from noposplat_ros.pose.two_view import (
     TwoViewOptions,
-    TwoViewResult,
     estimate_two_view,
     sampson_residuals,
     triangulate_midpoint,
@@ -51,7 +50,6 @@ from noposplat_ros.types import (
     Gaussians,
     KeyframePair,
     PairReconstruction,
-    PoseStatus,
     PredictionError,
     ScaleKind,
     covariances_from_scales_rotations,

@@ -138,7 +138,7 @@ def _schedule(ray: Any, args: argparse.Namespace, jobs: list[output_dirs.BagJob]
               all_names: list[str], out_dir: pathlib.Path, stop: _StopOnSigint) -> tuple[dict[str, BagOutcome], bool, float]:
     """Run the jobs on Ray actors; (outcomes by name, interrupted, wall seconds). The summary (bags in
     ``all_names`` order, as given on the command line) is rewritten after every bag."""
-    from ray.exceptions import RayActorError, RayTaskError
+    from ray.exceptions import RayError, RayTaskError
 
     from noposplat_ros.fleet.worker import BagWorker
 
@@ -190,9 +190,13 @@ def _schedule(ray: Any, args: argparse.Namespace, jobs: list[output_dirs.BagJob]
                 except RayTaskError as exc:  # the bag's own error (corrupt bag, missing topic, crash in the core)
                     cause = exc.cause if isinstance(exc.cause, BaseException) else exc
                     outcomes[job.name] = BagOutcome(job.name, str(job.input_path), FAILED, error=one_line(cause))
-                except RayActorError as exc:  # the worker process died under this bag
+                except RayError as exc:  # the worker is gone: crashed, killed by Ray's OOM monitor, node lost
                     outcomes[job.name] = BagOutcome(job.name, str(job.input_path), FAILED,
-                                                    error=f"worker died: {one_line(exc)}"[:2000])
+                                                    error=f"worker died: {one_line(exc)}"[:600])
+                    try:  # make sure it holds no resources before its replacement asks for them
+                        ray.kill(worker, no_restart=True)
+                    except Exception:  # noqa: BLE001 - already gone
+                        pass
                     workers.remove(worker)
                     worker = actor_cls.remote(options)
                     workers.append(worker)

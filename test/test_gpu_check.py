@@ -5,6 +5,7 @@ import importlib.util
 import pathlib
 import re
 import subprocess
+import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -12,6 +13,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def _gpu_check_module():
     spec = importlib.util.spec_from_file_location("gpu_check", REPO / "tools" / "gpu_check.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 

@@ -120,8 +120,16 @@ def _median_ms(fn: Callable[[], Any], device, warmup: int, runs: int) -> tuple[f
 
 def _bench_module():
     """benchmarks/bench_network.py as a module (the benchmarks folder is not a package)."""
-    spec = importlib.util.spec_from_file_location("bench_network", REPO / "benchmarks" / "bench_network.py")
+    return _load("bench_network", REPO / "benchmarks" / "bench_network.py")
+
+
+def _load(name: str, path: pathlib.Path):
+    """Import a script by path (registered in sys.modules, as dataclasses need)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
 
@@ -221,7 +229,7 @@ def section_network(rep: Report, st: Settings) -> None:
         bn.plain_fp32(base)
         paths["fp32 eager (baseline)"] = (bn.forward_fn(base, image, K, "fp32"), base)
         models = {}
-        precisions = ["fp32", "bf16", "fp16"] if st.cuda else ["fp32", "int8"]
+        precisions = ["fp32", "bf16", "fp16"] if st.cuda else (["int8"] if st.quick else ["fp32", "int8"])
         if st.cuda and not torch.cuda.is_bf16_supported():
             precisions.remove("bf16")
         for prec in precisions:
@@ -370,15 +378,13 @@ def section_pose(rep: Report, st: Settings) -> None:
     from noposplat_ros.pose.se3 import perturbed_pose_np
 
     S = "Pose"
-    spec = importlib.util.spec_from_file_location("bench_pose", REPO / "benchmarks" / "bench_pose.py")
-    bp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bp)
+    bp = _load("bench_pose", REPO / "benchmarks" / "bench_pose.py")
     dev = torch.device("cuda" if st.cuda else "cpu")
     if st.cuda:
         cfg = RefineConfig()
-    else:  # the CPU rasterizer at 256² takes minutes on a loaded 2-core machine: a 96² grid, 2 levels
-        bp.S = 96
-        cfg = RefineConfig(levels=(2, 1))
+    else:  # the CPU rasterizer at 256² takes minutes on a loaded 2-core machine: a small grid
+        bp.S = 48 if st.quick else 96
+        cfg = RefineConfig(levels=(1,)) if st.quick else RefineConfig(levels=(2, 1))
     gs, means1, op1, img1, K1, T_true = bp.build_pair(str(dev))
     rep.add(S, f"Motorcycle pair (ground-truth depth) as a 2x{bp.S}² Gaussian grid, {gs.num} Gaussians, on {dev}; "
                f"refinement ({cfg.method}, levels {cfg.levels}) starts 2° / 15 % of the baseline off the truth; "
@@ -484,7 +490,7 @@ def _warm_gsplat() -> subprocess.Popen | None:
 
 def settings_from_args(args: argparse.Namespace, cuda: bool) -> Settings:
     if args.quick:  # the test's configuration: the tiny network and the cuda-test files only
-        return Settings(cuda=cuda, quick=True, budget_s=args.budget_s or 240, net_sizes=("tiny",), warmup=1, runs=2,
+        return Settings(cuda=cuda, quick=True, budget_s=args.budget_s or 600, net_sizes=("tiny",), warmup=0, runs=1,
                         pose_trials=1, e2e_runs=1, test_paths=("test/test_cuda_paths.py",))
     if cuda:
         return Settings(cuda=True, quick=False, budget_s=args.budget_s or 450, net_sizes=("256", "512"), warmup=3,
@@ -509,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    if args.quick and not torch.cuda.is_available():
+        # small CPU work on a shared machine: OpenMP barriers between threads cost more than they give
+        torch.set_num_threads(1)
     no_cuda = not args.cpu and not torch.cuda.is_available()
     cuda = not args.cpu and not no_cuda
     st = settings_from_args(args, cuda)

@@ -279,8 +279,13 @@ def _accelerated_variants(model, image, K, precision: str, dev, rep: Report) -> 
     out: dict[str, Callable[[], Any]] = {}
     # CUDA graph: capture once with static inputs, replay (no per-kernel launch cost)
     try:
+        from noposplat_ros.predictors.noposplat import PRECISIONS
+
         static_img, static_K = image.clone(), K.clone()
-        with torch.inference_mode(), autocast_for(dev, precision):
+        # autocast's weight-cast cache must be off while capturing (torch.cuda.graph docs)
+        ac = (torch.autocast("cuda", dtype=PRECISIONS[precision], cache_enabled=False)
+              if precision in ("bf16", "fp16") else contextlib.nullcontext())
+        with torch.inference_mode(), ac:
             s = torch.cuda.Stream()
             s.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(s):

@@ -88,13 +88,18 @@ class SplatViewer:
 
     # ------------------------------------------------------------------ camera
     def set_initial_view(self, view: ViewCamera) -> None:
-        """The camera new (and already connected) clients start from; also the scene's up direction."""
+        """The camera new clients start from; also the scene's up direction.
+
+        Connected clients are moved too when the first keyframe or the fov changed (the first data,
+        camera_info arriving after it, a restarted node), not for a mere change of the orbit distance.
+        """
         with self._lock:
-            first = self._view is None
-            self._view = view
+            old, self._view = self._view, view
+        moved = old is None or not (np.allclose(old.position, view.position) and np.isclose(old.fov_rad, view.fov_rad)
+                                    and np.allclose(old.up, view.up))
         ic = self.server.initial_camera
         ic.position, ic.look_at, ic.up, ic.fov = view.position, view.look_at, view.up, view.fov_rad
-        if first:
+        if moved:
             self.server.scene.set_up_direction(tuple(float(x) for x in view.up))
             self._apply_view(view, None)
 

@@ -270,6 +270,7 @@ class KeyframeSelector:
         if blurred:
             st.blurred += 1
             self._forget_motion()  # a blurred frame breaks the at-rest run
+            self._moved = True  # motion blur is motion: the frames after it may need covering
             return self._skip(Decision.BLURRED)
 
         p0, p1, tracks, good = self._track(grey)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -108,6 +109,7 @@ def test_live_view_grows_and_survives_a_node_restart(tmp_path):
         player = _play(tmp_path, "1", left_part)
         pairs1, splats1, _ = _wait_status(page, lambda p, s, k: p >= 1 and s > 0, "the first pair", STARTUP_TIMEOUT_S + 60,
                                        (viewer, node, player), logs)
+        time.sleep(5)  # let the first push's splats reach and settle in the browser before touching the GUI
         _hide_cameras(page)
         rgb1 = page.canvas_shot()
         cv2.imwrite(str(tmp_path / "shot1.png"), cv2.cvtColor(rgb1, cv2.COLOR_RGB2BGR))  # kept for a failure's report

@@ -69,7 +69,6 @@ def _status(text: str) -> tuple[int, int, int]:
 
 
 def _wait_status(page: Page, cond, what: str, timeout_s: float, procs, logs) -> tuple[int, int, int]:
-    import time
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -69,7 +69,6 @@ def _status(text: str) -> tuple[int, int, int]:
 
 
 def _wait_status(page: Page, cond, what: str, timeout_s: float, procs, logs) -> tuple[int, int, int]:
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = page.text()
@@ -109,6 +108,7 @@ def test_live_view_grows_and_survives_a_node_restart(tmp_path):
         pairs1, splats1, _ = _wait_status(page, lambda p, s, k: p >= 1 and s > 0, "the first pair", STARTUP_TIMEOUT_S + 60,
                                        (viewer, node, player), logs)
         time.sleep(5)  # let the first push's splats reach and settle in the browser before touching the GUI
+        page.page.screenshot(timeout=120_000)  # a full-page frame first (the one run that passed all steps did this)
         _hide_cameras(page)
         rgb1 = page.canvas_shot()
         cv2.imwrite(str(tmp_path / "shot1.png"), cv2.cvtColor(rgb1, cv2.COLOR_RGB2BGR))  # kept for a failure's report

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from noposplat_ros.ingest import input_gate
 from noposplat_ros.io import bag_io
 from noposplat_ros.fixtures.moving_sequence import MotorcycleSequence
 from noposplat_ros.types import Frame, Gaussians, PoseStatus, ScaleKind, covariances_from_scales_rotations
@@ -139,11 +140,18 @@ def test_frame_source_applies_the_node_input_rules(seq_frames):
     assert img(stamp=f.stamp_ns - 5).kind == "stamp_backwards"
     assert isinstance(img(stamp=f.stamp_ns - 10), Frame) and resets == [1]
     assert isinstance(img(stamp=f.stamp_ns + 10), Frame)
-    # a size change restarts the keyframes; without a matching camera_info the frame is dropped
+    # one frame of a foreign size (e.g. another camera on the topic) is dropped and counted once; no restart
     small = Frame(np.ascontiguousarray(f.rgb[:-4, :-4]), f.K, f.stamp_ns + 20, f.frame_id)
-    assert img(small).kind == "bad_intrinsics" and resets == [1, 1]
-    assert src.faults == {"camera_info_missing": 2, "bad_intrinsics": 2, "unknown_encoding": 1, "short_data": 1,
-                          "stamp_backwards": 3, "size_change": 1}
+    assert img(small).kind == "size_change" and resets == [1]
+    assert isinstance(img(stamp=f.stamp_ns + 30), Frame)
+    # a persistent change: camera_info and images agree on the new size -> the keyframes restart once
+    # the confirming frames arrive (the frames before are dropped as size_change)
+    assert src.camera_info(_info_msg(ts, small)) is None
+    got = [img(Frame(small.rgb, small.K, f.stamp_ns + 40 + 10 * i, f.frame_id)) for i in range(input_gate.SIZE_CHANGE_CONFIRM_COUNT)]
+    assert [getattr(g, "kind", None) for g in got[:-1]] == ["size_change"] * (input_gate.SIZE_CHANGE_CONFIRM_COUNT - 1)
+    assert isinstance(got[-1], Frame) and got[-1].rgb.shape == small.rgb.shape and resets == [1, 1]
+    assert src.faults == {"camera_info_missing": 2, "bad_intrinsics": 1, "unknown_encoding": 1, "short_data": 1,
+                          "stamp_backwards": 3, "size_change": input_gate.SIZE_CHANGE_CONFIRM_COUNT}
 
 
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])

@@ -207,9 +207,11 @@ def test_bad_input_counted_and_node_survives(rcl, tmp_path):
     log = logs[0].read_text(errors="replace")
     for kind, words in [("camera_info_missing", "camera_info"), ("unknown_encoding", "weird_fmt42"),
                         ("short_data", "expected height 48"), ("bad_intrinsics", "camera_info"),
-                        ("size_change", "64x48 to 80x60"), ("stamp_backwards", "not after the previous")]:
+                        ("size_change", "switched to 80x60"), ("stamp_backwards", "not after the previous")]:
         lines = [ln for ln in log.splitlines() if f"[{kind}]" in ln]
         assert lines and any(words in ln for ln in lines), f"no clear log line for {kind}:\n{log[-3000:]}"
+    # the confirmed (persistent) size change restarts the keyframes, with its own line
+    assert "image size changed from 64x48 to 80x60" in log
     # zero and NaN intrinsics are different reasons: both logged (throttling is per kind and reason)
     assert len({ln.split("] ", 2)[-1] for ln in log.splitlines() if "[bad_intrinsics]" in ln}) >= 2
     ckpt_log = logs[1].read_text(errors="replace")

@@ -226,8 +226,8 @@ def test_e2e_noposplat_backend_tiny_weights(listener, tmp_path, conformance_dir)
 
 def test_e2e_moving_sequence_chains_pairs(listener, tmp_path):
     """A moving camera (real Motorcycle views, camera alternating between the rig positions) from
-    an image folder: several pairs, one tf per keyframe stamp, each pair's relative pose equal to
-    the tf poses of its two keyframes (the chain is consistent)."""
+    an image folder: several pairs, one tf per keyframe stamp, each pair's relative pose consistent
+    with the tf poses of its two keyframes (up to the pose graph's correction)."""
     import cv2
 
     from noposplat_ros.fixtures.moving_sequence import MotorcycleSequence
@@ -279,7 +279,11 @@ def test_e2e_moving_sequence_chains_pairs(listener, tmp_path):
     assert s0 in T_odom and s1 in T_odom and s1 > s0
     tr, ro = last.t_cam0_from_cam1.translation, last.t_cam0_from_cam1.rotation
     T_rel = translation_quat_xyzw_to_T(np.array([tr.x, tr.y, tr.z]), np.array([ro.x, ro.y, ro.z, ro.w]))
-    np.testing.assert_allclose(np.linalg.inv(T_odom[s0]) @ T_odom[s1], T_rel, atol=1e-6)
+    # tf carries the pose graph's optimised keyframe poses (k-1 and k-2 edges), so the relative pose
+    # between two tf poses agrees with this pair's own measurement up to the graph's correction only
+    T_diff = np.linalg.inv(T_rel) @ np.linalg.inv(T_odom[s0]) @ T_odom[s1]
+    angle_deg = np.degrees(np.arccos(np.clip((np.trace(T_diff[:3, :3]) - 1) / 2, -1, 1)))
+    assert angle_deg < 0.3 and np.linalg.norm(T_diff[:3, 3]) < 0.02 * np.linalg.norm(T_rel[:3, 3])
     assert last.scale_kind == SplatPair.SCALE_CHAINED  # no metric source configured
     # the camera alternates between the two rig positions: consecutive keyframes ~ one baseline apart
     # along x, in chained units (the first pair defines 1)

@@ -88,8 +88,6 @@ def _hide_cameras(page: Page) -> None:
         box.uncheck(force=True)
 
 
-@pytest.mark.xfail(strict=False, reason="flaky on the loaded 2-core machine: the first-pair canvas is sometimes still "
-                   "blank after 60 s (passed in full 1 of 5 runs); cause not found yet")
 def test_live_view_grows_and_survives_a_node_restart(tmp_path):
     import cv2
 

@@ -19,13 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+from machine_load import uptime  # benchmarks/machine_load.py (the script folder is on sys.path)
 
 
 def main() -> None:

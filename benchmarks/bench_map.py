@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import time
 
 import numpy as np
@@ -28,13 +27,7 @@ from noposplat_ros.mapping.scene_map import MapConfig, SceneMap
 from noposplat_ros.outputs import pointcloud
 from noposplat_ros.render.from_depth import gaussians_from_depth
 from noposplat_ros.types import Gaussians
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+from machine_load import uptime  # benchmarks/machine_load.py (the script folder is on sys.path)
 
 
 def main() -> None:

@@ -31,16 +31,10 @@ from noposplat_ros.pose.trajectory import Trajectory
 from noposplat_ros.predictors import make_predictor
 from noposplat_ros.transforms import invert_T
 from noposplat_ros.types import PoseStatus
+from machine_load import uptime  # benchmarks/machine_load.py (the script folder is on sys.path)
 
 
 DENSE_ONLY = False  # --dense-only: the noposplat backend's path (per-pixel Gaussians, no matches)
-
-
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def load_old_trajectory(ref: str) -> types.ModuleType | None:

@@ -153,14 +153,19 @@ class Progress:
             self.stream.flush()
 
 
-class _StopOnSigint:
-    """First Ctrl-C: finish the current frame, then stop and close the output cleanly. Second: raise."""
+class StopOnSigint:
+    """Ctrl-C sets ``requested``, which the caller's loop checks. With ``escalate`` (process-bag) the
+    first Ctrl-C finishes the current frame, then stops and closes the output cleanly, and a second
+    raises KeyboardInterrupt; without it (process-bags, which polls ray.wait) every Ctrl-C only sets
+    the flag. ``notice`` is written to stderr on the first one."""
 
-    def __init__(self) -> None:
+    def __init__(self, notice: str | None = "\nprocess-bag: Ctrl-C: stopping after the current frame (again to abort)\n",
+                 escalate: bool = True) -> None:
         self.requested = False
+        self._notice, self._escalate = notice, escalate
         self._previous: Any = None
 
-    def __enter__(self) -> "_StopOnSigint":
+    def __enter__(self) -> "StopOnSigint":
         try:
             self._previous = signal.signal(signal.SIGINT, self._handle)
         except ValueError:  # not the main thread: leave the default handling
@@ -168,11 +173,12 @@ class _StopOnSigint:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self.requested and self._escalate:
             raise KeyboardInterrupt
+        if not self.requested and self._notice:
+            sys.stderr.write(self._notice)
+            sys.stderr.flush()
         self.requested = True
-        sys.stderr.write("\nprocess-bag: Ctrl-C: stopping after the current frame (again to abort)\n")
-        sys.stderr.flush()
 
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
@@ -386,7 +392,7 @@ def load_predictor(args: argparse.Namespace) -> Any:
         raise BagError(f"cannot load the {cfg.resolved_backend()} predictor: {' '.join(str(exc).split())}") from exc
 
 
-def process_bag(args: argparse.Namespace, stop: _StopOnSigint | None = None, predictor: Any = None) -> RunStats:
+def process_bag(args: argparse.Namespace, stop: StopOnSigint | None = None, predictor: Any = None) -> RunStats:
     """The whole run; raises BagError/ValueError for bad input (before anything is written where possible).
 
     predictor: one already loaded by ``load_predictor(args)`` (the fleet runner reuses it across bags);
@@ -558,7 +564,7 @@ def run(args: argparse.Namespace) -> int:
     from noposplat_ros.io.bag_io import BagError
 
     try:
-        with _StopOnSigint() as stop:
+        with StopOnSigint() as stop:
             stats = process_bag(args, stop)
     except (BagError, ValueError, FileNotFoundError) as exc:
         print(f"process-bag: error: {exc}", file=sys.stderr)

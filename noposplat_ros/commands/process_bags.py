@@ -19,7 +19,6 @@ import argparse
 import collections
 import math
 import pathlib
-import signal
 import sys
 import time
 import uuid
@@ -61,28 +60,6 @@ def bag_options(args: argparse.Namespace) -> dict[str, Any]:
     opts = {k: v for k, v in vars(args).items() if k not in _FLEET_ONLY}
     opts["progress_interval_s"] = math.inf
     return opts
-
-
-class _StopOnSigint:
-    """Ctrl-C sets a flag the scheduling loop checks (ray.wait is polled, so it reacts within a second)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> "_StopOnSigint":
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -135,7 +112,7 @@ def _worker_count(ray: Any, args: argparse.Namespace, bags: int) -> int:
 
 
 def _schedule(ray: Any, args: argparse.Namespace, jobs: list[output_dirs.BagJob], skipped: list[BagOutcome],
-              all_names: list[str], out_dir: pathlib.Path, stop: _StopOnSigint) -> tuple[dict[str, BagOutcome], bool, float]:
+              all_names: list[str], out_dir: pathlib.Path, stop: process_bag.StopOnSigint) -> tuple[dict[str, BagOutcome], bool, float]:
     """Run the jobs on Ray actors; (outcomes by name, interrupted, wall seconds). The summary (bags in
     ``all_names`` order, as given on the command line) is rewritten after every bag."""
     from ray.exceptions import RayError, RayTaskError
@@ -261,7 +238,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"process-bags: error: cannot {where}: {one_line(exc)}", file=sys.stderr)
             return EXIT_ERROR
     try:
-        with _StopOnSigint() as stop:  # after ray.init, so our handler is the one in place
+        # after ray.init, so our handler is the one in place; ray.wait is polled, so Ctrl-C acts within a second
+        with process_bag.StopOnSigint(notice=None, escalate=False) as stop:
             outcomes, interrupted, wall_s = _schedule(ray, args, todo, skipped, [j.name for j in jobs], out_dir, stop)
     except ValueError as exc:
         print(f"process-bags: error: {exc}", file=sys.stderr)

@@ -103,23 +103,11 @@ def solve_pnp_official(
     """
     q = quality or PnPQualityConfig()
     try:
-        means = np.asarray(means_hw3, dtype=np.float64)
-        opac = np.asarray(opacities_hw, dtype=np.float64)
-        K = np.array(K_px, dtype=np.float64, copy=True)  # never touch the caller's K
-        if means.ndim != 3 or means.shape[2] != 3:
-            return PoseEstimate.lost(f"pnp: means must be (H, W, 3), got {means.shape}")
-        H, W = means.shape[:2]
-        if opac.shape != (H, W):
-            return PoseEstimate.lost(f"pnp: opacities must be {(H, W)}, got {opac.shape}")
-        if K.shape != (3, 3) or not np.all(np.isfinite(K)):
-            return PoseEstimate.lost(f"pnp: K must be a finite (3, 3), got {K.shape}")
-        v, u = np.meshgrid(np.arange(H, dtype=np.float64), np.arange(W, dtype=np.float64), indexing="ij")
-        mask = (opac > OPACITY_THRESHOLD) & np.all(np.isfinite(means), axis=-1)
-        n = int(mask.sum())
-        if n < q.min_points:
-            return PoseEstimate.lost(f"pnp: only {n} points with opacity > {OPACITY_THRESHOLD}")
-        obj = np.ascontiguousarray(means[mask])
-        img = np.ascontiguousarray(np.stack([u[mask], v[mask]], axis=-1))
+        checked = _candidates(means_hw3, opacities_hw, K_px, q)  # K is copied: never touch the caller's
+        if isinstance(checked, PoseEstimate):
+            return checked
+        obj, img, K = checked
+        n = len(obj)
         ok, rvec, tvec, inliers = cv2.solvePnPRansac(
             obj,
             img,

@@ -41,24 +41,32 @@ def project(points_cam: torch.Tensor, K: torch.Tensor, hw: tuple[int, int]) -> t
     H, W = hw
     z = points_cam[:, 2]
     zs = z.clamp_min(1e-12)
-    u = torch.round(K[0, 0] * points_cam[:, 0] / zs + K[0, 2])
-    v = torch.round(K[1, 1] * points_cam[:, 1] / zs + K[1, 2])
-    ok = (z > 0) & (u >= 0) & (u <= W - 1) & (v >= 0) & (v <= H - 1) & torch.isfinite(z)
-    pix = torch.where(ok, v.clamp(0, H - 1).long() * W + u.clamp(0, W - 1).long(), torch.full_like(z, -1, dtype=torch.long))
-    return pix, z
+    # same arithmetic as round(fx * x / z + cx), in place: one temporary per coordinate
+    u = torch.mul(points_cam[:, 0], K[0, 0]).div_(zs).add_(K[0, 2]).round_()
+    v = torch.mul(points_cam[:, 1], K[1, 1]).div_(zs).add_(K[1, 2]).round_()
+    ok = (z > 0) & torch.isfinite(z)
+    ok &= u >= 0
+    ok &= u <= W - 1
+    ok &= v >= 0
+    ok &= v <= H - 1
+    pix = v.clamp_(0, H - 1).long().mul_(W).add_(u.clamp_(0, W - 1).long())
+    return pix.masked_fill_(~ok, -1), z
 
 
 def zbuffer(pix: torch.Tensor, depth: torch.Tensor, num_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest point per pixel. pix (N,) int64 (-1 = none), depth (N,).
     Returns (zbuf (P,) float, inf where empty; idx (P,) int64 into the N points, -1 where empty)."""
-    ok = pix >= 0
-    p, d = pix[ok], depth[ok]
-    ids = torch.nonzero(ok).squeeze(1)
+    ids = torch.nonzero(pix >= 0).squeeze(1)
+    if ids.numel() == pix.numel():  # every point lands in the grid: no gather
+        p, d, ids = pix, depth, None
+    else:
+        p, d = pix.index_select(0, ids), depth.index_select(0, ids)
     zb = torch.full((num_pixels,), _INF, dtype=depth.dtype, device=depth.device)
     zb.scatter_reduce_(0, p, d, reduce="amin")
     idx = torch.full((num_pixels,), -1, dtype=torch.long, device=depth.device)
-    win = d == zb[p]
-    idx.scatter_(0, p[win], ids[win])  # ties: any of the nearest
+    win = torch.nonzero(d == zb.index_select(0, p)).squeeze(1)
+    src = win if ids is None else ids.index_select(0, win)
+    idx.scatter_(0, p.index_select(0, win), src)  # ties: any of the nearest
     return zb, idx
 
 
@@ -70,22 +78,26 @@ def associate(
     hw: tuple[int, int],
     tol_rel: float,
     radius_px: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Match points (pix (N,), depth (N,)) against a z-buffer (zbuf, idx (H*W,)) in a
     (2 radius_px + 1)^2 window. Returns (target (N,) int64 index from ``idx``, -1 = unmatched;
-    signed depth gap (N,) = depth - zbuf at the centre pixel, inf where the map shows nothing)."""
+    signed depth gap (N,) = depth - zbuf at the centre pixel, inf where the map shows nothing;
+    matched pixel (N,) int64, the z-buffer pixel whose ``idx`` is the target, -1 = unmatched).
+    Every target shows in exactly one pixel, so the matched pixel groups points by target."""
     H, W = hw
-    n = pix.shape[0]
     valid = pix >= 0
     pc = pix.clamp_min(0)
+    zc = zbuf.index_select(0, pc)
+    tol = depth * tol_rel
     # the centre pixel first (a revisit matches there), the window only for the rest
-    best = torch.where(valid, (zbuf[pc] - depth).abs(), torch.full_like(depth, _INF))
-    target = torch.where(valid, idx[pc], torch.full((n,), -1, dtype=torch.long, device=depth.device))
-    rest = torch.nonzero(valid & ~(best <= tol_rel * depth)).squeeze(1)
+    best = (zc - depth).abs_().masked_fill_(~valid, _INF)
+    qbest = pc.clone()
+    rest = torch.nonzero(valid & ~(best <= tol)).squeeze(1)
     if radius_px > 0 and rest.numel():
-        v0, u0 = pc[rest] // W, pc[rest] % W
-        d = depth[rest]
-        b, t = best[rest], target[rest]
+        p0 = pc.index_select(0, rest)
+        v0, u0 = p0 // W, p0 % W
+        d = depth.index_select(0, rest)
+        b, qb = best.index_select(0, rest), p0
         for dv in range(-radius_px, radius_px + 1):  # a handful of offsets, each vectorised
             for du in range(-radius_px, radius_px + 1):
                 if dv == 0 and du == 0:
@@ -93,15 +105,41 @@ def associate(
                 v, u = v0 + dv, u0 + du
                 inside = (v >= 0) & (v < H) & (u >= 0) & (u < W)
                 q = v.clamp(0, H - 1) * W + u.clamp(0, W - 1)
-                gap = (zbuf[q] - d).abs()
+                gap = (zbuf.index_select(0, q) - d).abs_()
                 better = inside & (gap < b)
                 b = torch.where(better, gap, b)
-                t = torch.where(better, idx[q], t)
-        best[rest], target[rest] = b, t
-    matched = best <= tol_rel * depth
-    target = torch.where(matched, target, torch.full_like(target, -1))
-    centre_gap = torch.where(valid, depth - zbuf[pc], torch.full_like(depth, _INF))
-    return target, centre_gap
+                qb = torch.where(better, q, qb)
+        best.index_copy_(0, rest, b)
+        qbest.index_copy_(0, rest, qb)
+    matched = best <= tol
+    target = idx.index_select(0, qbest)
+    matched &= target >= 0  # a finite gap always has a z-buffer point; belt and braces
+    target.masked_fill_(~matched, -1)
+    qbest.masked_fill_(~matched, -1)
+    centre_gap = (depth - zc).masked_fill_(~valid, _INF)
+    return target, centre_gap, qbest
+
+
+def weighted_merge_packed(
+    base: torch.Tensor,
+    base_w: torch.Tensor,
+    add: torch.Tensor,
+    add_w: torch.Tensor,
+    group: torch.Tensor,
+    rot: slice,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``weighted_merge`` on packed rows: base (G, D) with weights base_w (G,), add (N, D) with weights
+    add_w (N,) and group (N,) int64 in [0, G); columns ``rot`` hold (x, y, z, w) quaternions (sign-
+    aligned to the base, averaged, normalised), every other column is a plain weighted mean.
+    Returns (merged (G, D), summed weights (G,))."""
+    W = base_w.clone().index_add_(0, group, add_w)
+    wa = add * add_w.unsqueeze(1)
+    sign = torch.sign((add[:, rot] * base[:, rot].index_select(0, group)).sum(-1, keepdim=True))
+    wa[:, rot] *= sign.masked_fill_(sign == 0, 1.0)  # (a s) w == (a w) s exactly for s = +-1
+    acc = (base * base_w.unsqueeze(1)).index_add_(0, group, wa)
+    out = acc.div_(W.clamp_min(1e-12).unsqueeze(1))
+    out[:, rot] = torch.nn.functional.normalize(out[:, rot], dim=-1)
+    return out, W
 
 
 def weighted_merge(
@@ -119,17 +157,14 @@ def weighted_merge(
     "rotations_xyzw" (·, 4), "opacities" (·,), "dc" (·, 3), all in one frame. Positions, log-scales
     (i.e. the covariance's extent), opacity and colour are averaged; quaternions are sign-aligned to
     the base and averaged, then normalised (exact for the small angles between observations of one
-    surface). Returns (merged fields (G, ·), summed weights (G,))."""
-    W = base_w.clone().index_add_(0, group, add_w)
-    out: dict[str, torch.Tensor] = {}
-    for name, b in base.items():
-        a = add[name]
-        if name == "rotations_xyzw":
-            sign = torch.sign((a * b[group]).sum(-1, keepdim=True))
-            a = a * torch.where(sign == 0, torch.ones_like(sign), sign)
-        wb = base_w.view(-1, *([1] * (b.dim() - 1)))
-        wa = add_w.view(-1, *([1] * (a.dim() - 1)))
-        acc = (b * wb).index_add_(0, group, a * wa)
-        out[name] = acc / W.view(-1, *([1] * (b.dim() - 1))).clamp_min(1e-12)
-    out["rotations_xyzw"] = torch.nn.functional.normalize(out["rotations_xyzw"], dim=-1)
-    return out, W
+    surface). Returns (merged fields (G, ·), summed weights (G,)). Packs the fields into rows and
+    calls ``weighted_merge_packed`` (the map stores its Gaussians packed already)."""
+    names = list(base)
+    widths = [base[n].reshape(num_groups, -1).shape[1] for n in names]
+    start = [sum(widths[:i]) for i in range(len(names))]
+    r = names.index("rotations_xyzw")
+    rot = slice(start[r], start[r] + widths[r])
+    b = torch.cat([base[n].reshape(num_groups, -1) for n in names], 1)
+    a = torch.cat([add[n].reshape(add_w.shape[0], -1) for n in names], 1)
+    out, W = weighted_merge_packed(b, base_w, a, add_w, group, rot)
+    return {n: out[:, s0:s0 + k].reshape(base[n].shape) for n, s0, k in zip(names, start, widths)}, W

@@ -104,7 +104,28 @@ class InsertStats:
 
 
 _FIELDS = ("means", "log_scales", "rotations_xyzw", "opacities", "dc")
-_WIDTH = {"means": 3, "log_scales": 3, "rotations_xyzw": 4, "opacities": 0, "dc": 3}
+# Storage is packed: one (capacity, 14) float32 row per Gaussian, so a merge gathers and scatters
+# each Gaussian once instead of once per field. Columns of each field:
+_COLS = {"means": slice(0, 3), "log_scales": slice(3, 6), "rotations_xyzw": slice(6, 10), "opacities": 10,
+         "dc": slice(11, 14)}
+_ROW = 14
+_MEANS, _ROT = _COLS["means"], _COLS["rotations_xyzw"]
+
+
+def _affine_rows(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Row-wise c0 x0 + c1 x1 + c2 x2 + t: A (N, 12) = columns c0, c1, c2 of a 3x3 matrix, then t; x (N, 3).
+    Elementwise on purpose: a batched (N, 3, 3) matmul is ~3x slower on the CPU."""
+    out = torch.addcmul(A[:, 9:12], A[:, 0:3], x[:, 0:1])
+    out.addcmul_(A[:, 3:6], x[:, 1:2])
+    return out.addcmul_(A[:, 6:9], x[:, 2:3])
+
+
+def _quat_multiply_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(S, 4) x (S or 1, 4) Hamilton product of (x, y, z, w) quaternions in float64 (a after b)."""
+    ax, ay, az, aw = a.T
+    bx, by, bz, bw = b.T
+    return np.stack([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
+                     aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz], axis=1)
 
 
 @contextlib.contextmanager
@@ -137,7 +158,8 @@ class SceneMap:
             dev = self.device
             self._cap = 0
             self._used = 0  # high-water mark of slots; slots < _used with alive False are free
-            self._store: dict[str, torch.Tensor] = {}
+            self._data = torch.zeros(0, _ROW, device=dev)  # packed Gaussians, owner frames (see _COLS)
+            self._store: dict[str, torch.Tensor] = {k: self._data[:, c] for k, c in _COLS.items()}  # views
             self._conf = torch.zeros(0, device=dev)
             self._owner = torch.zeros(0, dtype=torch.long, device=dev)
             self._last = torch.zeros(0, dtype=torch.long, device=dev)
@@ -148,6 +170,7 @@ class SceneMap:
             self._kf_seg = np.zeros(0, dtype=np.int64)
             self._kf_R = torch.zeros(0, 3, 3, device=dev)
             self._kf_t = torch.zeros(0, 3, device=dev)
+            self._kf_world = torch.zeros(0, 12, device=dev)  # per keyframe: columns of R, then t (_to_world)
             self._kf_q = torch.zeros(0, 4, device=dev)
             self._kf_q_np = np.zeros((0, 4))
             self._kf_seg_t = torch.zeros(0, dtype=torch.long, device=dev)
@@ -182,7 +205,7 @@ class SceneMap:
 
     def memory_bytes(self) -> int:
         """Bytes held by the map's tensors (storage capacity, not just live Gaussians)."""
-        ts = [*self._store.values(), self._conf, self._owner, self._last, self._alive, self._means_w,
+        ts = [self._data, self._conf, self._owner, self._last, self._alive, self._means_w,
               self._kf_R, self._kf_t, self._kf_q, self._kf_seg_t]
         return int(sum(t.numel() * t.element_size() for t in ts) + self._kf_T.nbytes + self._kf_seg.nbytes)
 
@@ -193,6 +216,7 @@ class SceneMap:
         dev = self.device
         T = torch.as_tensor(self._kf_T, dtype=torch.float32, device=dev)
         self._kf_R, self._kf_t = T[:, :3, :3].contiguous(), T[:, :3, 3].contiguous()
+        self._kf_world = torch.cat([self._kf_R.transpose(1, 2).reshape(-1, 9), self._kf_t], 1).contiguous()
         if len(self._kf_q_np) < len(self._kf_T):
             self._kf_q_np = np.concatenate([self._kf_q_np, np.zeros((len(self._kf_T) - len(self._kf_q_np), 4))])
         for s in np.atleast_1d(slots):  # a few keyframes per call
@@ -229,7 +253,8 @@ class SceneMap:
             moved = torch.zeros(len(self._kf_T), dtype=torch.bool, device=self.device)
             moved[torch.as_tensor(slots[changed], device=self.device)] = True
             sel = torch.nonzero(moved[self._owner[: self._used]] & self._alive[: self._used]).squeeze(1)
-            self._means_w[sel] = self._to_world(self._store["means"][sel], self._owner[sel])
+            self._means_w.index_copy_(0, sel, self._to_world(self._data.index_select(0, sel)[:, _MEANS],
+                                                             self._owner.index_select(0, sel)))
         self.version += 1
         return True
 
@@ -267,7 +292,25 @@ class SceneMap:
         return ok
 
     def _to_world(self, means_local: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
-        return (self._kf_R[owner] @ means_local.unsqueeze(-1)).squeeze(-1) + self._kf_t[owner]
+        """(N, 3) means in their owner keyframes' frames, owner (N,) slots -> (N, 3) world means."""
+        return _affine_rows(self._kf_world.index_select(0, owner), means_local)
+
+    def _owner_from_cam_table(self, T_world_from_cam: np.ndarray, slots: np.ndarray) -> torch.Tensor:
+        """(S, 28) float32 per keyframe: the affine map (columns of R, then t; 12) and the quaternion
+        left-multiplication matrix (columns; 16) of T_owner_from_cam = T_world_from_owner^-1 T_world_from_cam,
+        composed in float64; rows of keyframes not in ``slots`` are zero."""
+        tab = np.zeros((len(self._kf_T), 28))
+        if len(slots):
+            Ro, to = self._kf_T[slots, :3, :3], self._kf_T[slots, :3, 3]
+            R = np.einsum("sji,jk->sik", Ro, T_world_from_cam[:3, :3])
+            t = np.einsum("sji,sj->si", Ro, T_world_from_cam[:3, 3] - to)
+            q = _quat_multiply_np(self._kf_q_np[slots] * np.array([-1.0, -1.0, -1.0, 1.0]),
+                                  matrix_to_quat_xyzw(T_world_from_cam[:3, :3])[None])
+            x, y, z, w = q.T
+            # q * p = L(q) p with p = (x, y, z, w); columns of L
+            L_cols = np.stack([w, z, -y, -x, -z, w, x, -y, y, -x, w, -z, x, y, z, w], axis=1)
+            tab[slots] = np.concatenate([R.transpose(0, 2, 1).reshape(-1, 9), t, L_cols], axis=1)
+        return torch.as_tensor(tab, dtype=torch.float32, device=self.device)
 
     # ------------------------------------------------------------------ storage
     def _ensure_capacity(self, need: int) -> None:
@@ -282,16 +325,18 @@ class SceneMap:
             out[: t.shape[0]] = t
             return out
 
-        if not self._store:
-            self._store = {k: torch.zeros((0, w) if w else (0,), device=dev) for k, w in _WIDTH.items()}
-        self._store = {k: grow(v) for k, v in self._store.items()}
+        self._data = grow(self._data)
+        self._store = {k: self._data[:, c] for k, c in _COLS.items()}
         self._conf, self._owner, self._last = grow(self._conf), grow(self._owner), grow(self._last)
         self._alive, self._means_w = grow(self._alive, False), grow(self._means_w)
         self._cap = cap
 
     def _allocate(self, k: int) -> torch.Tensor:
         """k free slot indices (reusing evicted slots first)."""
-        free = torch.nonzero(~self._alive[: self._used]).squeeze(1)[:k]
+        if self._n_alive < self._used:  # some slot below the high-water mark is free
+            free = torch.nonzero(~self._alive[: self._used]).squeeze(1)[:k]
+        else:
+            free = torch.zeros(0, dtype=torch.long, device=self.device)
         extra = k - free.numel()
         if extra > 0:
             self._ensure_capacity(self._used + extra)
@@ -351,31 +396,33 @@ class SceneMap:
             self._segment = int(segment)
             self.last_stamp_ns = int(stamp_ns)
             slot = self._keyframe_slot(stamp_ns, T_wc, segment)
-            g = gaussians.to(dev)
-            means = g.means.float()
+            g = gaussians  # only the fields fusion reads move to the map's device (not the covariances)
+            means = g.means.to(dev, torch.float32)
+            opac = g.opacities.to(dev, torch.float32)
             Kt = torch.as_tensor(K, dtype=torch.float32, device=dev)
             f = float(K[0, 0] + K[1, 1]) / 2
             pix, z = fusion.project(means, Kt, (H, W))
-            scales = g.scales.float().clamp_min(1e-9)
-            keep = (pix >= 0) & torch.isfinite(means).all(1) & (g.opacities >= cfg.min_opacity)
+            scales = g.scales.to(dev, torch.float32).clamp_min(1e-9)
+            keep = (pix >= 0) & torch.isfinite(means).all(1) & (opac >= cfg.min_opacity)
             keep &= scales.amax(1) <= cfg.max_scale_px * z / f
             if self._z_ref is None and bool(keep.any()):
                 self._z_ref = float(z[keep].median())
             z_ref = self._z_ref or 1.0
             # confidence: opacity x viewing distance (triangulated depth error grows ~ z^2) x pose
-            w = g.opacities.float() * (z_ref / z.clamp_min(1e-6)).pow(2).clamp(0.01, 100.0)
+            w = opac * (z_ref / z.clamp_min(1e-6)).pow(2).clamp(0.01, 100.0)
             if pose_covariance is not None:
                 var_t = float(np.trace(np.asarray(pose_covariance, dtype=np.float64)[:3, :3]))
                 w = w * float(np.clip(1.0 / (1.0 + var_t / (0.01 * z_ref) ** 2), 1e-3, 1.0))
             idx_new = torch.nonzero(keep).squeeze(1)
-            pix, z, w = pix[idx_new], z[idx_new], w[idx_new]
-            new = {
-                "means": means[idx_new],
-                "log_scales": scales[idx_new].log(),
-                "rotations_xyzw": torch.nn.functional.normalize(g.rotations_xyzw[idx_new].float(), dim=-1),
-                "opacities": g.opacities[idx_new].float(),
-                "dc": g.harmonics[idx_new, :, 0].float(),
-            }
+            pix, z, w = pix.index_select(0, idx_new), z.index_select(0, idx_new), w.index_select(0, idx_new)
+            # packed rows (see _COLS), camera 0's frame
+            new = torch.empty(idx_new.numel(), _ROW, device=dev)
+            new[:, _MEANS] = means.index_select(0, idx_new)
+            new[:, _COLS["log_scales"]] = scales.index_select(0, idx_new).log_()
+            new[:, _ROT] = torch.nn.functional.normalize(
+                g.rotations_xyzw.to(dev).index_select(0, idx_new).float(), dim=-1)
+            new[:, _COLS["opacities"]] = opac.index_select(0, idx_new)
+            new[:, _COLS["dc"]] = g.harmonics.to(dev)[:, :, 0].index_select(0, idx_new).float()
             tol = cfg.depth_tolerance
 
             # ---- association with the map (this segment) in camera 0's grid
@@ -385,24 +432,32 @@ class SceneMap:
             if n_used and idx_new.numel():
                 T_cw_np = np.linalg.inv(T_wc)
                 T_cw = torch.as_tensor(T_cw_np, dtype=torch.float32, device=dev)
-                seen = torch.as_tensor(self._keyframes_in_view(T_cw_np, K, (H, W), int(segment)), device=dev)
-                cand = torch.nonzero(self._alive[:n_used] & seen[self._owner[:n_used]]).squeeze(1)
-                if cand.numel():
-                    pts = self._means_w[cand] @ T_cw[:3, :3].T + T_cw[:3, 3]
-                    mpix, mz = fusion.project(pts, Kt, (H, W))
+                seen_np = self._keyframes_in_view(T_cw_np, K, (H, W), int(segment))
+                if not seen_np.any():
+                    cand = None
+                elif self._n_alive == n_used and seen_np[self._kf_radius >= 0].all():
+                    cand = torch.arange(n_used, device=dev)  # every Gaussian: no gather of the map
+                    pts = self._means_w[:n_used]
+                else:
+                    seen = torch.as_tensor(seen_np, device=dev)
+                    cand = torch.nonzero(self._alive[:n_used] & seen.index_select(0, self._owner[:n_used])).squeeze(1)
+                    pts = self._means_w.index_select(0, cand)
+                if cand is not None and cand.numel():
+                    mpix, mz = fusion.project(torch.addmm(T_cw[:3, 3], pts, T_cw[:3, :3].T), Kt, (H, W))
                     zb, zi = fusion.zbuffer(mpix, mz, H * W)
-                    zi = torch.where(zi >= 0, cand[zi.clamp_min(0)], zi)  # -> storage slots
-                    target, gap = fusion.associate(pix, z, zb, zi, (H, W), tol, cfg.assoc_radius_px)
+                    if cand.numel() != n_used:  # -> storage slots
+                        zi = torch.where(zi >= 0, cand.index_select(0, zi.clamp_min(0)), zi)
+                    target, gap, tpix = fusion.associate(pix, z, zb, zi, (H, W), tol, cfg.assoc_radius_px)
             matched = target >= 0
             st.merged = int(matched.sum())
             if st.merged:
-                self._merge_into_map(new, w, matched, target, T_wc)
+                self._merge_into_map(new, w, matched, tpix, zi, T_wc, np.flatnonzero(seen_np), H * W)
             occluded = ~matched & torch.isfinite(gap) & (gap > tol * z)  # behind the map's surface: this view adds nothing there
             st.occluded = int(occluded.sum())
 
             # ---- the rest: one Gaussian per pixel (nearest; others within tolerance merge into it)
             rest = torch.nonzero(~matched & ~occluded).squeeze(1)
-            added = self._add_new(new, w, pix, z, rest, (H, W), slot, T_wc)
+            added = self._add_new(new, w, pix, z, rest, (H, W), slot)
             st.added = added
             st.pruned = st.offered - st.merged - st.occluded - added  # filters, isolation, in-pixel merges
             st.evicted = self._bound(T_wc, int(segment))
@@ -412,48 +467,59 @@ class SceneMap:
             self.last_stats = st
             return st
 
-    def _merge_into_map(self, new: dict[str, torch.Tensor], w: torch.Tensor, matched: torch.Tensor,
-                        target: torch.Tensor, T_wc: np.ndarray) -> None:
+    def _merge_into_map(self, new: torch.Tensor, w: torch.Tensor, matched: torch.Tensor, tpix: torch.Tensor,
+                        slot_of_pixel: torch.Tensor, T_wc: np.ndarray, seen_slots: np.ndarray,
+                        num_pixels: int) -> None:
+        """Merge the matched new Gaussians into their map targets.
+
+        new: (N, 14) packed rows in camera 0's frame, w (N,) their weights, matched (N,) bool, tpix (N,)
+        the z-buffer pixel of each one's target, slot_of_pixel (P,) the storage slot each pixel shows.
+        Every target shows in exactly one pixel, so targets are grouped by pixel (no sort)."""
         dev = self.device
         sel = torch.nonzero(matched).squeeze(1)
-        tgt = target[sel]
-        uniq, group = torch.unique(tgt, return_inverse=True)
-        owner = self._owner[tgt]
-        Rwc = torch.as_tensor(T_wc[:3, :3], dtype=torch.float32, device=dev)
-        twc = torch.as_tensor(T_wc[:3, 3], dtype=torch.float32, device=dev)
-        qwc = torch.as_tensor(matrix_to_quat_xyzw(T_wc[:3, :3]), dtype=torch.float32, device=dev)
-        # new Gaussians: camera 0 -> world -> owner keyframe's frame (x^T R = (R^T x)^T)
-        mw = new["means"][sel] @ Rwc.T + twc
-        m_owner = ((mw - self._kf_t[owner]).unsqueeze(1) @ self._kf_R[owner]).squeeze(1)
-        q_owner = fusion.quat_multiply_xyzw(
-            fusion.quat_conjugate_xyzw(self._kf_q[owner]),
-            fusion.quat_multiply_xyzw(qwc.expand_as(new["rotations_xyzw"][sel]), new["rotations_xyzw"][sel]))
-        add = {"means": m_owner, "log_scales": new["log_scales"][sel], "rotations_xyzw": q_owner,
-               "opacities": new["opacities"][sel], "dc": new["dc"][sel]}
-        base = {k: self._store[k][uniq] for k in _FIELDS}
-        merged, Wsum = fusion.weighted_merge(base, self._conf[uniq], add, w[sel], group, uniq.numel())
-        for k in _FIELDS:
-            self._store[k][uniq] = merged[k]
-        self._conf[uniq] = Wsum.clamp_max(self.config.max_weight)
-        self._last[uniq] = self._pairs
-        self._means_w[uniq] = self._to_world(merged["means"], self._owner[uniq])
+        qm = tpix.index_select(0, sel)
+        upix = torch.nonzero(torch.zeros(num_pixels, dtype=torch.bool, device=dev).index_fill_(0, qm, True)).squeeze(1)
+        rank = torch.empty(num_pixels, dtype=torch.long, device=dev)
+        rank.index_copy_(0, upix, torch.arange(upix.numel(), device=dev))
+        group = rank.index_select(0, qm)
+        uniq = slot_of_pixel.index_select(0, upix)  # target slots, one per group
+        owner_g = self._owner.index_select(0, uniq)
+        # new Gaussians: camera 0 -> the owner keyframe's frame, one composed transform per keyframe
+        A = self._owner_from_cam_table(T_wc, seen_slots).index_select(0, owner_g.index_select(0, group))
+        add = new.index_select(0, sel)
+        add[:, _MEANS] = _affine_rows(A[:, :12], add[:, _MEANS])
+        q = add[:, _ROT].clone()
+        q_owner = A[:, 12:16] * q[:, 0:1]
+        for k in (1, 2, 3):
+            q_owner.addcmul_(A[:, 12 + 4 * k:16 + 4 * k], q[:, k:k + 1])
+        add[:, _ROT] = q_owner
+        merged, Wsum = fusion.weighted_merge_packed(self._data.index_select(0, uniq), self._conf.index_select(0, uniq),
+                                                    add, w.index_select(0, sel), group, _ROT)
+        self._data.index_copy_(0, uniq, merged)
+        self._conf.index_copy_(0, uniq, Wsum.clamp_max_(self.config.max_weight))
+        self._last.index_fill_(0, uniq, self._pairs)
+        self._means_w.index_copy_(0, uniq, self._to_world(merged[:, _MEANS], owner_g))
 
-    def _add_new(self, new: dict[str, torch.Tensor], w: torch.Tensor, pix: torch.Tensor, z: torch.Tensor,
-                 rest: torch.Tensor, hw: tuple[int, int], slot: int, T_wc: np.ndarray) -> int:
+    def _add_new(self, new: torch.Tensor, w: torch.Tensor, pix: torch.Tensor, z: torch.Tensor,
+                 rest: torch.Tensor, hw: tuple[int, int], slot: int) -> int:
+        """Add the new Gaussians ``rest`` (indices into new (N, 14) packed rows in camera 0's frame, w, pix,
+        z (N,)): one per pixel, isolated ones pruned. Returns how many were added."""
         if rest.numel() == 0:
             return 0
         cfg = self.config
+        dev = self.device
         H, W = hw
         tol = cfg.depth_tolerance
-        p, d = pix[rest], z[rest]
+        p, d = pix.index_select(0, rest), z.index_select(0, rest)
         zb, zi = fusion.zbuffer(p, d, H * W)
-        rep_of = zi[p]  # the nearest new Gaussian in the same pixel (index into rest)
-        within = (d - zb[p]) <= tol * d
-        is_rep = rep_of == torch.arange(rest.numel(), device=self.device)
+        rep_of = zi.index_select(0, p)  # the nearest new Gaussian in the same pixel (index into rest)
+        within = (d - zb.index_select(0, p)) <= tol * d
+        is_rep = rep_of == torch.arange(rest.numel(), device=dev)
         # isolation: depth-consistent neighbours among the pixel representatives (3x3 window)
         if cfg.min_neighbors > 0:
             v0, u0 = p // W, p % W
             count = torch.zeros_like(d)
+            td = tol * d
             for dv in (-1, 0, 1):
                 for du in (-1, 0, 1):
                     if dv == 0 and du == 0:
@@ -461,41 +527,41 @@ class SceneMap:
                     v, u = v0 + dv, u0 + du
                     inside = (v >= 0) & (v < H) & (u >= 0) & (u < W)
                     q = v.clamp(0, H - 1) * W + u.clamp(0, W - 1)
-                    count += (inside & ((zb[q] - d).abs() <= tol * d)).float()
+                    count += (inside & ((zb.index_select(0, q) - d).abs_() <= td)).float()
             is_rep &= count >= cfg.min_neighbors
         reps = torch.nonzero(is_rep).squeeze(1)
         if reps.numel() == 0:
             return 0
         # members (same pixel, within tolerance, incl. the representative) -> their representative
-        rep_pos = torch.full((rest.numel(),), -1, dtype=torch.long, device=self.device)
-        rep_pos[reps] = torch.arange(reps.numel(), device=self.device)
-        members = torch.nonzero(within & (rep_pos[rep_of] >= 0) & ~is_rep).squeeze(1)
-        base = {k: new[k][rest[reps]] for k in _FIELDS}
-        merged, Wsum = fusion.weighted_merge(base, w[rest[reps]], {k: new[k][rest[members]] for k in _FIELDS},
-                                             w[rest[members]], rep_pos[rep_of[members]], reps.numel())
+        rep_pos = torch.full((rest.numel(),), -1, dtype=torch.long, device=dev)
+        rep_pos.index_copy_(0, reps, torch.arange(reps.numel(), device=dev))
+        members = torch.nonzero(within & (rep_pos.index_select(0, rep_of) >= 0) & ~is_rep).squeeze(1)
+        r_rep, r_mem = rest.index_select(0, reps), rest.index_select(0, members)
+        merged, Wsum = fusion.weighted_merge_packed(
+            new.index_select(0, r_rep), w.index_select(0, r_rep), new.index_select(0, r_mem), w.index_select(0, r_mem),
+            rep_pos.index_select(0, rep_of.index_select(0, members)), _ROT)
         k = reps.numel()
         if k > cfg.max_gaussians:  # a single pair larger than the cap: keep its most confident
             top = torch.topk(Wsum, cfg.max_gaussians).indices
-            merged, Wsum, k = {n: v[top] for n, v in merged.items()}, Wsum[top], cfg.max_gaussians
+            merged, Wsum, k = merged.index_select(0, top), Wsum.index_select(0, top), cfg.max_gaussians
         overflow = self.num_gaussians + k - cfg.max_gaussians
         if overflow > 0:  # evict first (with 1% headroom, so eviction is not needed on every pair)
             self._evicted += self._evict(overflow + cfg.max_gaussians // 100)
         slots = self._allocate(k)
-        for name in _FIELDS:
-            self._store[name][slots] = merged[name]
-        self._conf[slots] = Wsum.clamp_max(cfg.max_weight)
-        self._owner[slots] = slot
-        self._last[slots] = self._pairs
-        self._alive[slots] = True
+        self._data.index_copy_(0, slots, merged)
+        self._conf.index_copy_(0, slots, Wsum.clamp_max_(cfg.max_weight))
+        self._owner.index_fill_(0, slots, slot)
+        self._last.index_fill_(0, slots, self._pairs)
+        self._alive.index_fill_(0, slots, True)
         self._n_alive += k
         # grow this keyframe's bounding sphere (margin: merges move Gaussians by < the depth tolerance)
-        m = merged["means"].double().cpu().numpy()
+        m = merged[:, _MEANS].double().cpu().numpy()
         if self._kf_radius[slot] < 0:
             self._kf_centre[slot] = m.mean(0)
         r = float(np.linalg.norm(m - self._kf_centre[slot], axis=1).max())
         zmax = float(np.abs(m[:, 2]).max())
         self._kf_radius[slot] = max(self._kf_radius[slot], r * 1.05 + 2 * cfg.depth_tolerance * zmax)
-        self._means_w[slots] = self._to_world(merged["means"], self._owner[slots])
+        self._means_w.index_copy_(0, slots, self._to_world(merged[:, _MEANS], self._owner.index_select(0, slots)))
         return k
 
     def _bound(self, T_wc: np.ndarray, segment: int) -> int:
@@ -526,15 +592,16 @@ class SceneMap:
                 g = Gaussians(z(0, 3), z(0, 3), z(0, 4), z(0), z(0, 3, 1), z(0, 3, 3))
             else:
                 sel = torch.nonzero(self._alive[:n] & (self._kf_seg_t[self._owner[:n]] == seg)).squeeze(1)
-                owner = self._owner[sel]
-                rot = fusion.quat_multiply_xyzw(self._kf_q[owner], self._store["rotations_xyzw"][sel])
-                scales = self._store["log_scales"][sel].exp()
+                owner = self._owner.index_select(0, sel)
+                rows = self._data.index_select(0, sel)
+                rot = fusion.quat_multiply_xyzw(self._kf_q.index_select(0, owner), rows[:, _ROT])
+                scales = rows[:, _COLS["log_scales"]].exp()
                 g = Gaussians(
-                    means=self._means_w[sel].clone(),
+                    means=self._means_w.index_select(0, sel),
                     scales=scales,
                     rotations_xyzw=rot,
-                    opacities=self._store["opacities"][sel].clone(),
-                    harmonics=self._store["dc"][sel].unsqueeze(-1).clone(),
+                    opacities=rows[:, _COLS["opacities"]].contiguous(),
+                    harmonics=rows[:, _COLS["dc"]].unsqueeze(-1).contiguous(),
                     covariances=covariances_from_scales_rotations(scales, rot),
                 )
             self._cache = (self.version, seg, g)

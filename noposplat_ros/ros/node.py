@@ -318,8 +318,12 @@ class NoPoSplatNode(LifecycleNode):
     def _fault(self, kind: str, message: str, warn: bool = True) -> None:
         n = self.health.fault(kind, message)
         if self._throttle.ok(kind, message):
-            log = self.get_logger().warning if warn else self.get_logger().error
-            log(f"[{kind}] {message} (count {n})")
+            # two call sites on purpose: rclpy's logger keys its context by the calling line and
+            # raises when one line logs at two severities (that killed the worker on worker_error)
+            if warn:
+                self.get_logger().warning(f"[{kind}] {message} (count {n})")
+            else:
+                self.get_logger().error(f"[{kind}] {message} (count {n})")
 
     # ------------------------------------------------------------------ input (executor thread)
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -478,7 +482,8 @@ class NoPoSplatNode(LifecycleNode):
         if "map" in result.timings_s:
             self.health.set_map(gaussians=smap.num_gaussians, memory_mib=smap.memory_bytes() / 2**20,
                                 fusion_s=smap.last_stats.fusion_s, merged=smap.last_stats.merged,
-                                added=smap.last_stats.added, submaps=len(smap.segments()))
+                                added=smap.last_stats.added, evicted=smap.last_stats.evicted,
+                                max_gaussians=smap.config.max_gaussians, submaps=len(smap.segments()))
         # keyframe 0's transform too: after a start, reset or a new trajectory segment it places the
         # cloud; when the chain continues it equals the last one sent and TfPublisher drops it
         outs = build_outputs(result, frames or OutputFrames(publish_tf=False), first_pair=True)

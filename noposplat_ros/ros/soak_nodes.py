@@ -2,7 +2,10 @@
 
 - :class:`CameraStreamer`: publishes Image + CameraInfo like a camera driver, with faults on demand.
 - :func:`publisher_main`: the soak's publisher *process*: a real moving image sequence at a fixed
-  rate with faults mixed in at random; prints what it injected as one JSON line on stdout.
+  rate with faults mixed in at random; prints what it injected as one JSON line on stdout. Streams:
+  ``room`` (a closed loop over the general-motion scene, replayed lap after lap: real parallax, so
+  the node makes keyframe pairs and fills its scene map) or ``slide`` (the Motorcycle image sliding
+  across the frame).
 - :class:`OutputMonitor`: subscribes to the node's ``/diagnostics``, ``~/odometry`` and (optionally)
   ``~/splat_pair``, recording receive times, stamps and the latest diagnostic values.
 """
@@ -173,11 +176,34 @@ def _fault_schedule(rng: random.Random, n_frames: int, fault_prob: float, kinds:
     return out
 
 
+STREAMS = ("room", "slide")
+
+
+def stream_cycle(stream: str, width: int, height: int, rate_hz: float, room_lap_s: float = 20.0,
+                 ) -> tuple[list[np.ndarray], np.ndarray, str]:
+    """One cycle of the soak's image stream, rendered once and replayed cyclically.
+
+    room: ``round(room_lap_s * rate_hz)`` views of one lap of ``fixtures.room_loop``; slide: the
+    Motorcycle sequence's full cycle. Returns (images: list of (H, W, 3) uint8, K: (3, 3) float64,
+    frame_id).
+    """
+    if stream == "room":
+        from noposplat_ros.fixtures.room_loop import room_loop
+
+        lap = room_loop((height, width), n_frames=max(8, int(round(room_lap_s * rate_hz))))
+        return list(lap.rgb), lap.K.copy(), "camera_optical_frame"
+    if stream == "slide":
+        from noposplat_ros.fixtures.moving_sequence import MotorcycleSequence
+
+        seq = MotorcycleSequence(width, height, frames_per_view=15)
+        cycle = 2 * seq.frames_per_view * seq.slide_period // np.gcd(2 * seq.frames_per_view, seq.slide_period)
+        return [seq.rgb(i) for i in range(cycle)], seq.K.copy(), seq.frame_id
+    raise ValueError(f"unknown stream {stream!r}; expected one of {STREAMS}")
+
+
 def publisher_main(argv: list[str] | None = None) -> int:
     """The soak's publisher process. Prints {"published": N, "injected": {fault: n}, ...} on stdout."""
     import cv2
-
-    from noposplat_ros.fixtures.moving_sequence import MotorcycleSequence
 
     p = argparse.ArgumentParser(prog="soak-publisher")
     p.add_argument("--duration-s", type=float, required=True)
@@ -188,6 +214,8 @@ def publisher_main(argv: list[str] | None = None) -> int:
     p.add_argument("--faults", default=",".join(FAULTS), help="comma-separated fault kinds to inject")
     p.add_argument("--burst-frames", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stream", choices=STREAMS, default="room")
+    p.add_argument("--room-lap-s", type=float, default=20.0, help="room stream: seconds per lap of the loop")
     p.add_argument("--image-topic", default="/soak/image")
     p.add_argument("--camera-info-topic", default="/soak/camera_info")
     p.add_argument("--wait-subscriber-s", type=float, default=30.0)
@@ -202,12 +230,14 @@ def publisher_main(argv: list[str] | None = None) -> int:
     period_s = 1.0 / args.rate_hz
     n_slots = int(args.duration_s * args.rate_hz)
     schedule = _fault_schedule(rng, n_slots, args.fault_prob, kinds)
-    seq = MotorcycleSequence(args.width, args.height, frames_per_view=15)
-    # pre-render one cycle of the sequence (cropping is cheap, but keep the loop lean)
-    cycle = 2 * seq.frames_per_view * seq.slide_period // np.gcd(2 * seq.frames_per_view, seq.slide_period)
-    images = [seq.rgb(i) for i in range(cycle)]
+    # one cycle of the stream, rendered before streaming; replaying it costs nothing
+    t0 = time.monotonic()
+    images, K_full, frame_id = stream_cycle(args.stream, args.width, args.height, args.rate_hz, args.room_lap_s)
+    cycle = len(images)
+    print(f"soak-publisher: {args.stream} stream, {cycle} frames per cycle rendered in {time.monotonic() - t0:.1f} s",
+          file=sys.stderr, flush=True)
     small_hw = (args.height // 2, args.width // 2)
-    K_small = seq.K.copy()
+    K_small = K_full.copy()
     K_small[:2] *= 0.5
 
     rclpy.init()
@@ -220,7 +250,6 @@ def publisher_main(argv: list[str] | None = None) -> int:
         return 3
     injected: Counter[str] = Counter()
     published = 0
-    frame_id = seq.frame_id
     last_stamp = 0
     t_next = time.monotonic()
     size_episode_left = 0
@@ -231,7 +260,7 @@ def publisher_main(argv: list[str] | None = None) -> int:
             now_ns = time.time_ns()
             stamp = max(now_ns, last_stamp + 1)
             rgb = images[slot % cycle]
-            K, (h, w) = seq.K, (args.height, args.width)
+            K, (h, w) = K_full, (args.height, args.width)
             if fault:
                 injected[fault] += 1
             if fault == "size_change":
@@ -288,7 +317,8 @@ def publisher_main(argv: list[str] | None = None) -> int:
         counter, per = FAULTS[fault]
         if counter:
             expected[counter] += per * n
-    print(json.dumps({"published": published, "slots": n_slots, "injected": dict(injected),
+    print(json.dumps({"published": published, "slots": n_slots, "stream": args.stream, "cycle_frames": cycle,
+                      "injected": dict(injected),
                       "expected_counts": dict(expected)}), flush=True)
     return 0
 

@@ -10,15 +10,17 @@ Hand-written: no installed library associates Gaussians projectively.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 _INF = float("inf")
 
 
-def quat_multiply_xyzw(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(..., 4) x (..., 4) Hamilton product a * b, quaternions (x, y, z, w); rotation a after b."""
-    ax, ay, az, aw = a.unbind(-1)
-    bx, by, bz, bw = b.unbind(-1)
+def quat_multiply_xyzw(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """(..., 4) x (..., 4) Hamilton product a * b, quaternions (x, y, z, w); rotation a after b.
+    dim: the dimension holding (x, y, z, w), e.g. 0 for column-major (4, N) quaternions."""
+    ax, ay, az, aw = a.unbind(dim)
+    bx, by, bz, bw = b.unbind(dim)
     return torch.stack(
         [
             aw * bx + ax * bw + ay * bz - az * by,
@@ -26,7 +28,7 @@ def quat_multiply_xyzw(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             aw * bz + ax * by - ay * bx + az * bw,
             aw * bw - ax * bx - ay * by - az * bz,
         ],
-        dim=-1,
+        dim=dim,
     )
 
 
@@ -38,12 +40,32 @@ def quat_conjugate_xyzw(q: torch.Tensor) -> torch.Tensor:
 def project(points_cam: torch.Tensor, K: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, 3) points in a camera's optical frame -> (pixel index (N,) int64 into H*W, -1 outside or
     behind; depth (N,) = z). K: (3, 3) pixel intrinsics of the grid (pixel (u, v) centred at (u, v))."""
+    return project_xyz(points_cam[:, 0], points_cam[:, 1], points_cam[:, 2], K, hw)
+
+
+def transform_project(points_w: torch.Tensor, T_cam_from_world: np.ndarray, K: torch.Tensor,
+                      hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``project`` of column-major world points (3, N) seen from a camera, T_cam_from_world (4, 4).
+    The rigid transform runs as fused multiply-adds over contiguous rows (an (N, 3) x (3, 3) matmul
+    is slow on the CPU) and only the camera coordinates are kept."""
+    T = np.asarray(T_cam_from_world, dtype=np.float64)
+    x, y, z = points_w[0], points_w[1], points_w[2]
+    cam = []
+    for i in range(3):
+        c = torch.mul(x, float(T[i, 0]))
+        c.add_(y, alpha=float(T[i, 1])).add_(z, alpha=float(T[i, 2])).add_(float(T[i, 3]))
+        cam.append(c)
+    return project_xyz(*cam, K, hw)
+
+
+def project_xyz(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, K: torch.Tensor,
+                hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``project`` with the camera coordinates as three (N,) tensors."""
     H, W = hw
-    z = points_cam[:, 2]
     zs = z.clamp_min(1e-12)
     # same arithmetic as round(fx * x / z + cx), in place: one temporary per coordinate
-    u = torch.mul(points_cam[:, 0], K[0, 0]).div_(zs).add_(K[0, 2]).round_()
-    v = torch.mul(points_cam[:, 1], K[1, 1]).div_(zs).add_(K[1, 2]).round_()
+    u = torch.mul(x, K[0, 0]).div_(zs).add_(K[0, 2]).round_()
+    v = torch.mul(y, K[1, 1]).div_(zs).add_(K[1, 2]).round_()
     ok = (z > 0) & torch.isfinite(z)
     ok &= u >= 0
     ok &= u <= W - 1
@@ -128,18 +150,42 @@ def weighted_merge_packed(
     group: torch.Tensor,
     rot: slice,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``weighted_merge`` on packed rows: base (G, D) with weights base_w (G,), add (N, D) with weights
-    add_w (N,) and group (N,) int64 in [0, G); columns ``rot`` hold (x, y, z, w) quaternions (sign-
-    aligned to the base, averaged, normalised), every other column is a plain weighted mean.
-    Returns (merged (G, D), summed weights (G,))."""
+    """``weighted_merge`` on packed columns: base (D, G) with weights base_w (G,), add (D, N) with
+    weights add_w (N,) and group (N,) int64 in [0, G); rows ``rot`` hold (x, y, z, w) quaternions (sign-
+    aligned to the base, averaged, normalised), every other row is a plain weighted mean.
+    Column-major because index_add_ along the last dimension of contiguous rows is fast on the CPU.
+    Returns (merged (D, G), summed weights (G,))."""
     W = base_w.clone().index_add_(0, group, add_w)
-    wa = add * add_w.unsqueeze(1)
-    sign = torch.sign((add[:, rot] * base[:, rot].index_select(0, group)).sum(-1, keepdim=True))
-    wa[:, rot] *= sign.masked_fill_(sign == 0, 1.0)  # (a s) w == (a w) s exactly for s = +-1
-    acc = (base * base_w.unsqueeze(1)).index_add_(0, group, wa)
-    out = acc.div_(W.clamp_min(1e-12).unsqueeze(1))
-    out[:, rot] = torch.nn.functional.normalize(out[:, rot], dim=-1)
+    wa = add * add_w
+    sign = torch.sign(row_dot(add[rot], take_columns(base[rot], group)))
+    wa[rot] *= sign.masked_fill_(sign == 0, 1.0)  # (a s) w == (a w) s exactly for s = +-1
+    acc = (base * base_w).index_add_(1, group, wa)
+    out = acc.div_(W.clamp_min(1e-12))
+    normalize_columns_(out[rot])
     return out, W
+
+
+def take_columns(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (D, C) -> x[:, index] (D, N), one 1-D gather per row (faster on the CPU than index_select
+    along dimension 1, which gathers D-strided elements one by one)."""
+    out = torch.empty(x.shape[0], index.numel(), dtype=x.dtype, device=x.device)
+    for i in range(x.shape[0]):
+        torch.index_select(x[i], 0, index, out=out[i])
+    return out
+
+
+def row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(D, N) x (D, N) -> (N,) column-wise dot products, over contiguous rows (a reduction over a
+    short first dimension is slow on the CPU)."""
+    out = torch.mul(a[0], b[0])
+    for i in range(1, a.shape[0]):
+        out.addcmul_(a[i], b[i])
+    return out
+
+
+def normalize_columns_(q: torch.Tensor) -> torch.Tensor:
+    """(D, N) columns scaled to unit length in place (like ``torch.nn.functional.normalize(q, dim=0)``)."""
+    return q.div_(row_dot(q, q).sqrt_().clamp_min_(1e-12))
 
 
 def weighted_merge(
@@ -158,13 +204,13 @@ def weighted_merge(
     (i.e. the covariance's extent), opacity and colour are averaged; quaternions are sign-aligned to
     the base and averaged, then normalised (exact for the small angles between observations of one
     surface). Returns (merged fields (G, ·), summed weights (G,)). Packs the fields into rows and
-    calls ``weighted_merge_packed`` (the map stores its Gaussians packed already)."""
+    calls ``weighted_merge_packed`` (the map stores its Gaussians packed already, column-major)."""
     names = list(base)
     widths = [base[n].reshape(num_groups, -1).shape[1] for n in names]
     start = [sum(widths[:i]) for i in range(len(names))]
     r = names.index("rotations_xyzw")
     rot = slice(start[r], start[r] + widths[r])
-    b = torch.cat([base[n].reshape(num_groups, -1) for n in names], 1)
-    a = torch.cat([add[n].reshape(add_w.shape[0], -1) for n in names], 1)
+    b = torch.cat([base[n].reshape(num_groups, -1) for n in names], 1).T.contiguous()
+    a = torch.cat([add[n].reshape(add_w.shape[0], -1) for n in names], 1).T.contiguous()
     out, W = weighted_merge_packed(b, base_w, a, add_w, group, rot)
-    return {n: out[:, s0:s0 + k].reshape(base[n].shape) for n, s0, k in zip(names, start, widths)}, W
+    return {n: out[s0:s0 + k].T.reshape(base[n].shape) for n, s0, k in zip(names, start, widths)}, W

@@ -104,20 +104,48 @@ class InsertStats:
 
 
 _FIELDS = ("means", "log_scales", "rotations_xyzw", "opacities", "dc")
-# Storage is packed: one (capacity, 14) float32 row per Gaussian, so a merge gathers and scatters
-# each Gaussian once instead of once per field. Columns of each field:
+# Storage is packed column-major: one (14, capacity) float32 tensor, a Gaussian per column, so a merge
+# gathers and scatters each Gaussian once (not once per field) and every elementwise op and the
+# index_add_ of a merge run over contiguous rows (a row-major (N, 14) index_add_ loops per row, ~8x
+# slower on the CPU). Rows of each field:
 _COLS = {"means": slice(0, 3), "log_scales": slice(3, 6), "rotations_xyzw": slice(6, 10), "opacities": 10,
          "dc": slice(11, 14)}
 _ROW = 14
 _MEANS, _ROT = _COLS["means"], _COLS["rotations_xyzw"]
 
 
-def _affine_rows(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Row-wise c0 x0 + c1 x1 + c2 x2 + t: A (N, 12) = columns c0, c1, c2 of a 3x3 matrix, then t; x (N, 3).
-    Elementwise on purpose: a batched (N, 3, 3) matmul is ~3x slower on the CPU."""
-    out = torch.addcmul(A[:, 9:12], A[:, 0:3], x[:, 0:1])
-    out.addcmul_(A[:, 3:6], x[:, 1:2])
-    return out.addcmul_(A[:, 6:9], x[:, 2:3])
+def _affine_cols(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per column n: c0 x0 + c1 x1 + c2 x2 + t. A (12, N) = columns c0, c1, c2 of a 3x3 matrix, then t
+    (one affine map per point); x (3, N). Elementwise over contiguous rows on purpose: a batched
+    (N, 3, 3) matmul is several times slower on the CPU."""
+    out = torch.addcmul(A[9:12], A[0:3], x[0:1])
+    out.addcmul_(A[3:6], x[1:2])
+    return out.addcmul_(A[6:9], x[2:3])
+
+
+def _per_owner(table: torch.Tensor, owner: torch.Tensor, fn, *xs: torch.Tensor) -> torch.Tensor:
+    """fn(table[:, owner], *xs) -> (D, N), with a per-keyframe table (R, S), owner (N,) slots and xs
+    (·, N) columns (fn may overwrite them). The most common owner's column is broadcast (no gather: a pair's matches mostly
+    belong to one keyframe), the other points are gathered and computed apart."""
+    counts = torch.bincount(owner, minlength=table.shape[1])
+    o = int(counts.argmax())
+    part = None
+    if int(counts[o]) < owner.numel():  # gathered before fn runs (fn may work in place)
+        other = torch.nonzero(owner != o).squeeze(1)
+        part = fn(fusion.take_columns(table, owner.index_select(0, other)),
+                  *(fusion.take_columns(x, other) for x in xs))
+    out = fn(table[:, o:o + 1], *xs)
+    if part is not None:
+        out.index_copy_(1, other, part)
+    return out
+
+
+def _owner_from_cam(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Packed columns x (14, N) camera 0 -> owner frame: means by the affine map A[:12], rotations by
+    the quaternion product with A[12:16] (A (16, N or 1), ``SceneMap._owner_from_cam_table``), in place."""
+    x[_MEANS] = _affine_cols(A[:12], x[_MEANS])
+    x[_ROT] = fusion.quat_multiply_xyzw(A[12:16], x[_ROT], dim=0)
+    return x
 
 
 def _quat_multiply_np(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -158,19 +186,18 @@ class SceneMap:
             dev = self.device
             self._cap = 0
             self._used = 0  # high-water mark of slots; slots < _used with alive False are free
-            self._data = torch.zeros(0, _ROW, device=dev)  # packed Gaussians, owner frames (see _COLS)
-            self._store: dict[str, torch.Tensor] = {k: self._data[:, c] for k, c in _COLS.items()}  # views
+            self._data = torch.zeros(_ROW, 0, device=dev)  # packed Gaussians, owner frames (see _COLS)
             self._conf = torch.zeros(0, device=dev)
             self._owner = torch.zeros(0, dtype=torch.long, device=dev)
             self._last = torch.zeros(0, dtype=torch.long, device=dev)
             self._alive = torch.zeros(0, dtype=torch.bool, device=dev)
-            self._means_w = torch.zeros(0, 3, device=dev)
+            self._means_w = torch.zeros(3, 0, device=dev)  # world means, column-major like _data
             self._slot_of: dict[int, int] = {}
             self._kf_T = np.zeros((0, 4, 4))
             self._kf_seg = np.zeros(0, dtype=np.int64)
             self._kf_R = torch.zeros(0, 3, 3, device=dev)
             self._kf_t = torch.zeros(0, 3, device=dev)
-            self._kf_world = torch.zeros(0, 12, device=dev)  # per keyframe: columns of R, then t (_to_world)
+            self._kf_world = torch.zeros(12, 0, device=dev)  # per keyframe (column): columns of R, then t
             self._kf_q = torch.zeros(0, 4, device=dev)
             self._kf_q_np = np.zeros((0, 4))
             self._kf_seg_t = torch.zeros(0, dtype=torch.long, device=dev)
@@ -216,7 +243,7 @@ class SceneMap:
         dev = self.device
         T = torch.as_tensor(self._kf_T, dtype=torch.float32, device=dev)
         self._kf_R, self._kf_t = T[:, :3, :3].contiguous(), T[:, :3, 3].contiguous()
-        self._kf_world = torch.cat([self._kf_R.transpose(1, 2).reshape(-1, 9), self._kf_t], 1).contiguous()
+        self._kf_world = torch.cat([self._kf_R.transpose(1, 2).reshape(-1, 9), self._kf_t], 1).T.contiguous()
         if len(self._kf_q_np) < len(self._kf_T):
             self._kf_q_np = np.concatenate([self._kf_q_np, np.zeros((len(self._kf_T) - len(self._kf_q_np), 4))])
         for s in np.atleast_1d(slots):  # a few keyframes per call
@@ -253,7 +280,7 @@ class SceneMap:
             moved = torch.zeros(len(self._kf_T), dtype=torch.bool, device=self.device)
             moved[torch.as_tensor(slots[changed], device=self.device)] = True
             sel = torch.nonzero(moved[self._owner[: self._used]] & self._alive[: self._used]).squeeze(1)
-            self._means_w.index_copy_(0, sel, self._to_world(self._data.index_select(0, sel)[:, _MEANS],
+            self._means_w.index_copy_(1, sel, self._to_world(fusion.take_columns(self._data[_MEANS], sel),
                                                              self._owner.index_select(0, sel)))
         self.version += 1
         return True
@@ -292,25 +319,22 @@ class SceneMap:
         return ok
 
     def _to_world(self, means_local: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
-        """(N, 3) means in their owner keyframes' frames, owner (N,) slots -> (N, 3) world means."""
-        return _affine_rows(self._kf_world.index_select(0, owner), means_local)
+        """(3, N) means in their owner keyframes' frames, owner (N,) slots -> (3, N) world means."""
+        return _per_owner(self._kf_world, owner, _affine_cols, means_local)
 
     def _owner_from_cam_table(self, T_world_from_cam: np.ndarray, slots: np.ndarray) -> torch.Tensor:
-        """(S, 28) float32 per keyframe: the affine map (columns of R, then t; 12) and the quaternion
-        left-multiplication matrix (columns; 16) of T_owner_from_cam = T_world_from_owner^-1 T_world_from_cam,
-        composed in float64; rows of keyframes not in ``slots`` are zero."""
-        tab = np.zeros((len(self._kf_T), 28))
+        """(16, S) float32, a column per keyframe: the affine map (columns of R, then t; 12) and the
+        quaternion (x, y, z, w; 4) of T_owner_from_cam = T_world_from_owner^-1 T_world_from_cam, composed in
+        float64; columns of keyframes not in ``slots`` are zero."""
+        tab = np.zeros((len(self._kf_T), 16))
         if len(slots):
             Ro, to = self._kf_T[slots, :3, :3], self._kf_T[slots, :3, 3]
             R = np.einsum("sji,jk->sik", Ro, T_world_from_cam[:3, :3])
             t = np.einsum("sji,sj->si", Ro, T_world_from_cam[:3, 3] - to)
             q = _quat_multiply_np(self._kf_q_np[slots] * np.array([-1.0, -1.0, -1.0, 1.0]),
                                   matrix_to_quat_xyzw(T_world_from_cam[:3, :3])[None])
-            x, y, z, w = q.T
-            # q * p = L(q) p with p = (x, y, z, w); columns of L
-            L_cols = np.stack([w, z, -y, -x, -z, w, x, -y, y, -x, w, -z, x, y, z, w], axis=1)
-            tab[slots] = np.concatenate([R.transpose(0, 2, 1).reshape(-1, 9), t, L_cols], axis=1)
-        return torch.as_tensor(tab, dtype=torch.float32, device=self.device)
+            tab[slots] = np.concatenate([R.transpose(0, 2, 1).reshape(-1, 9), t, q], axis=1)
+        return torch.as_tensor(tab.T, dtype=torch.float32, device=self.device).contiguous()
 
     # ------------------------------------------------------------------ storage
     def _ensure_capacity(self, need: int) -> None:
@@ -320,13 +344,12 @@ class SceneMap:
         cap = max(cap, need)
         dev = self.device
 
-        def grow(t: torch.Tensor, fill=0) -> torch.Tensor:
-            out = torch.full((cap, *t.shape[1:]), fill, dtype=t.dtype, device=dev)
-            out[: t.shape[0]] = t
+        def grow(t: torch.Tensor, fill=0) -> torch.Tensor:  # along the last dimension
+            out = torch.full((*t.shape[:-1], cap), fill, dtype=t.dtype, device=dev)
+            out[..., : t.shape[-1]] = t
             return out
 
         self._data = grow(self._data)
-        self._store = {k: self._data[:, c] for k, c in _COLS.items()}
         self._conf, self._owner, self._last = grow(self._conf), grow(self._owner), grow(self._last)
         self._alive, self._means_w = grow(self._alive, False), grow(self._means_w)
         self._cap = cap
@@ -402,9 +425,12 @@ class SceneMap:
             Kt = torch.as_tensor(K, dtype=torch.float32, device=dev)
             f = float(K[0, 0] + K[1, 1]) / 2
             pix, z = fusion.project(means, Kt, (H, W))
-            scales = g.scales.to(dev, torch.float32).clamp_min(1e-9)
-            keep = (pix >= 0) & torch.isfinite(means).all(1) & (opac >= cfg.min_opacity)
-            keep &= scales.amax(1) <= cfg.max_scale_px * z / f
+            # per column: reductions over a short last dimension are slow on the CPU
+            scales = [c.clamp_min(1e-9) for c in g.scales.to(dev, torch.float32).unbind(1)]
+            keep = (pix >= 0) & (opac >= cfg.min_opacity)
+            for c in means.unbind(1):
+                keep &= torch.isfinite(c)
+            keep &= torch.maximum(torch.maximum(scales[0], scales[1]), scales[2]) <= cfg.max_scale_px * z / f
             if self._z_ref is None and bool(keep.any()):
                 self._z_ref = float(z[keep].median())
             z_ref = self._z_ref or 1.0
@@ -415,14 +441,14 @@ class SceneMap:
                 w = w * float(np.clip(1.0 / (1.0 + var_t / (0.01 * z_ref) ** 2), 1e-3, 1.0))
             idx_new = torch.nonzero(keep).squeeze(1)
             pix, z, w = pix.index_select(0, idx_new), z.index_select(0, idx_new), w.index_select(0, idx_new)
-            # packed rows (see _COLS), camera 0's frame
-            new = torch.empty(idx_new.numel(), _ROW, device=dev)
-            new[:, _MEANS] = means.index_select(0, idx_new)
-            new[:, _COLS["log_scales"]] = scales.index_select(0, idx_new).log_()
-            new[:, _ROT] = torch.nn.functional.normalize(
-                g.rotations_xyzw.to(dev).index_select(0, idx_new).float(), dim=-1)
-            new[:, _COLS["opacities"]] = opac.index_select(0, idx_new)
-            new[:, _COLS["dc"]] = g.harmonics.to(dev)[:, :, 0].index_select(0, idx_new).float()
+            # packed columns (see _COLS), camera 0's frame; each row gathered straight into place
+            new = torch.empty(_ROW, idx_new.numel(), device=dev)
+            srcs = [*means.unbind(1), *scales, *g.rotations_xyzw.to(dev, torch.float32).unbind(1), opac,
+                    *g.harmonics[:, :, 0].to(dev, torch.float32).unbind(1)]
+            for row, src in enumerate(srcs):
+                torch.index_select(src, 0, idx_new, out=new[row])
+            new[_COLS["log_scales"]].log_()
+            fusion.normalize_columns_(new[_ROT])
             tol = cfg.depth_tolerance
 
             # ---- association with the map (this segment) in camera 0's grid
@@ -431,19 +457,18 @@ class SceneMap:
             gap = torch.full_like(z, float("inf"))
             if n_used and idx_new.numel():
                 T_cw_np = np.linalg.inv(T_wc)
-                T_cw = torch.as_tensor(T_cw_np, dtype=torch.float32, device=dev)
                 seen_np = self._keyframes_in_view(T_cw_np, K, (H, W), int(segment))
                 if not seen_np.any():
                     cand = None
                 elif self._n_alive == n_used and seen_np[self._kf_radius >= 0].all():
                     cand = torch.arange(n_used, device=dev)  # every Gaussian: no gather of the map
-                    pts = self._means_w[:n_used]
+                    pts = self._means_w[:, :n_used]
                 else:
                     seen = torch.as_tensor(seen_np, device=dev)
                     cand = torch.nonzero(self._alive[:n_used] & seen.index_select(0, self._owner[:n_used])).squeeze(1)
-                    pts = self._means_w.index_select(0, cand)
+                    pts = fusion.take_columns(self._means_w, cand)
                 if cand is not None and cand.numel():
-                    mpix, mz = fusion.project(torch.addmm(T_cw[:3, 3], pts, T_cw[:3, :3].T), Kt, (H, W))
+                    mpix, mz = fusion.transform_project(pts, T_cw_np, Kt, (H, W))
                     zb, zi = fusion.zbuffer(mpix, mz, H * W)
                     if cand.numel() != n_used:  # -> storage slots
                         zi = torch.where(zi >= 0, cand.index_select(0, zi.clamp_min(0)), zi)
@@ -472,7 +497,7 @@ class SceneMap:
                         num_pixels: int) -> None:
         """Merge the matched new Gaussians into their map targets.
 
-        new: (N, 14) packed rows in camera 0's frame, w (N,) their weights, matched (N,) bool, tpix (N,)
+        new: (14, N) packed columns in camera 0's frame, w (N,) their weights, matched (N,) bool, tpix (N,)
         the z-buffer pixel of each one's target, slot_of_pixel (P,) the storage slot each pixel shows.
         Every target shows in exactly one pixel, so targets are grouped by pixel (no sort)."""
         dev = self.device
@@ -485,24 +510,18 @@ class SceneMap:
         uniq = slot_of_pixel.index_select(0, upix)  # target slots, one per group
         owner_g = self._owner.index_select(0, uniq)
         # new Gaussians: camera 0 -> the owner keyframe's frame, one composed transform per keyframe
-        A = self._owner_from_cam_table(T_wc, seen_slots).index_select(0, owner_g.index_select(0, group))
-        add = new.index_select(0, sel)
-        add[:, _MEANS] = _affine_rows(A[:, :12], add[:, _MEANS])
-        q = add[:, _ROT].clone()
-        q_owner = A[:, 12:16] * q[:, 0:1]
-        for k in (1, 2, 3):
-            q_owner.addcmul_(A[:, 12 + 4 * k:16 + 4 * k], q[:, k:k + 1])
-        add[:, _ROT] = q_owner
-        merged, Wsum = fusion.weighted_merge_packed(self._data.index_select(0, uniq), self._conf.index_select(0, uniq),
+        add = _per_owner(self._owner_from_cam_table(T_wc, seen_slots), owner_g.index_select(0, group),
+                         _owner_from_cam, fusion.take_columns(new, sel))
+        merged, Wsum = fusion.weighted_merge_packed(fusion.take_columns(self._data, uniq), self._conf.index_select(0, uniq),
                                                     add, w.index_select(0, sel), group, _ROT)
-        self._data.index_copy_(0, uniq, merged)
+        self._data.index_copy_(1, uniq, merged)
         self._conf.index_copy_(0, uniq, Wsum.clamp_max_(self.config.max_weight))
         self._last.index_fill_(0, uniq, self._pairs)
-        self._means_w.index_copy_(0, uniq, self._to_world(merged[:, _MEANS], owner_g))
+        self._means_w.index_copy_(1, uniq, self._to_world(merged[_MEANS], owner_g))
 
     def _add_new(self, new: torch.Tensor, w: torch.Tensor, pix: torch.Tensor, z: torch.Tensor,
                  rest: torch.Tensor, hw: tuple[int, int], slot: int) -> int:
-        """Add the new Gaussians ``rest`` (indices into new (N, 14) packed rows in camera 0's frame, w, pix,
+        """Add the new Gaussians ``rest`` (indices into new (14, N) packed columns in camera 0's frame, w, pix,
         z (N,)): one per pixel, isolated ones pruned. Returns how many were added."""
         if rest.numel() == 0:
             return 0
@@ -538,30 +557,31 @@ class SceneMap:
         members = torch.nonzero(within & (rep_pos.index_select(0, rep_of) >= 0) & ~is_rep).squeeze(1)
         r_rep, r_mem = rest.index_select(0, reps), rest.index_select(0, members)
         merged, Wsum = fusion.weighted_merge_packed(
-            new.index_select(0, r_rep), w.index_select(0, r_rep), new.index_select(0, r_mem), w.index_select(0, r_mem),
+            fusion.take_columns(new, r_rep), w.index_select(0, r_rep), fusion.take_columns(new, r_mem),
+            w.index_select(0, r_mem),
             rep_pos.index_select(0, rep_of.index_select(0, members)), _ROT)
         k = reps.numel()
         if k > cfg.max_gaussians:  # a single pair larger than the cap: keep its most confident
             top = torch.topk(Wsum, cfg.max_gaussians).indices
-            merged, Wsum, k = merged.index_select(0, top), Wsum.index_select(0, top), cfg.max_gaussians
+            merged, Wsum, k = merged.index_select(1, top), Wsum.index_select(0, top), cfg.max_gaussians
         overflow = self.num_gaussians + k - cfg.max_gaussians
         if overflow > 0:  # evict first (with 1% headroom, so eviction is not needed on every pair)
             self._evicted += self._evict(overflow + cfg.max_gaussians // 100)
         slots = self._allocate(k)
-        self._data.index_copy_(0, slots, merged)
+        self._data.index_copy_(1, slots, merged)
         self._conf.index_copy_(0, slots, Wsum.clamp_max_(cfg.max_weight))
         self._owner.index_fill_(0, slots, slot)
         self._last.index_fill_(0, slots, self._pairs)
         self._alive.index_fill_(0, slots, True)
         self._n_alive += k
         # grow this keyframe's bounding sphere (margin: merges move Gaussians by < the depth tolerance)
-        m = merged[:, _MEANS].double().cpu().numpy()
+        m = merged[_MEANS].T.double().cpu().numpy()
         if self._kf_radius[slot] < 0:
             self._kf_centre[slot] = m.mean(0)
         r = float(np.linalg.norm(m - self._kf_centre[slot], axis=1).max())
         zmax = float(np.abs(m[:, 2]).max())
         self._kf_radius[slot] = max(self._kf_radius[slot], r * 1.05 + 2 * cfg.depth_tolerance * zmax)
-        self._means_w.index_copy_(0, slots, self._to_world(merged[:, _MEANS], self._owner.index_select(0, slots)))
+        self._means_w.index_copy_(1, slots, self._to_world(merged[_MEANS], self._owner.index_select(0, slots)))
         return k
 
     def _bound(self, T_wc: np.ndarray, segment: int) -> int:
@@ -570,7 +590,7 @@ class SceneMap:
         if self.config.radius_m > 0 and n:
             c = torch.as_tensor(T_wc[:3, 3], dtype=torch.float32, device=self.device)
             far = self._alive[:n] & (self._kf_seg_t[self._owner[:n]] == segment) & \
-                ((self._means_w[:n] - c).norm(dim=1) > self.config.radius_m)
+                ((self._means_w[:, :n] - c.unsqueeze(1)).norm(dim=0) > self.config.radius_m)
             n_far = int(far.sum())
             evicted += n_far
             self._n_alive -= n_far
@@ -593,15 +613,15 @@ class SceneMap:
             else:
                 sel = torch.nonzero(self._alive[:n] & (self._kf_seg_t[self._owner[:n]] == seg)).squeeze(1)
                 owner = self._owner.index_select(0, sel)
-                rows = self._data.index_select(0, sel)
-                rot = fusion.quat_multiply_xyzw(self._kf_q.index_select(0, owner), rows[:, _ROT])
-                scales = rows[:, _COLS["log_scales"]].exp()
+                cols = fusion.take_columns(self._data, sel)
+                rot = fusion.quat_multiply_xyzw(self._kf_q.index_select(0, owner), cols[_ROT].T)
+                scales = cols[_COLS["log_scales"]].T.contiguous().exp_()
                 g = Gaussians(
-                    means=self._means_w.index_select(0, sel),
+                    means=fusion.take_columns(self._means_w, sel).T.contiguous(),
                     scales=scales,
                     rotations_xyzw=rot,
-                    opacities=rows[:, _COLS["opacities"]].contiguous(),
-                    harmonics=rows[:, _COLS["dc"]].unsqueeze(-1).contiguous(),
+                    opacities=cols[_COLS["opacities"]].contiguous(),
+                    harmonics=cols[_COLS["dc"]].T.unsqueeze(-1).contiguous(),
                     covariances=covariances_from_scales_rotations(scales, rot),
                 )
             self._cache = (self.version, seg, g)

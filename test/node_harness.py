@@ -88,3 +88,27 @@ def tail(logs: tuple[pathlib.Path, ...], n: int = 40) -> str:
             continue
         out.append(f"--- {path.name} ---\n" + "\n".join(lines))
     return "\n".join(out)
+
+
+def publish_stream(cam, monitor, stream: list[dict], pair_end: set[int], pace_s: float = 0.1,
+                   pair_timeout_s: float = 60.0) -> None:
+    """Send a recorded stream to a node like a camera driver: each message's CameraInfo, then its Image.
+
+    cam: ``soak_nodes.CameraStreamer``; monitor: ``soak_nodes.OutputMonitor`` with ``splat_pairs``;
+    stream: dicts with rgb, K, stamp_ns, frame_id, encoding, truncate (as written to the test bags).
+    After an image whose stamp is in ``pair_end`` (the kf1 stamps of the pairs expected), wait until
+    that pair is published, so the node never supersedes a pair (latest pair wins) and no frame is
+    dropped; after any other image wait ``pace_s``. Only pairs received after the call count (a
+    stream may repeat the stamps of an earlier one, e.g. after ``~/reset``).
+    """
+    seen = len(monitor.snapshot()[2])
+    for m in stream:
+        cam.publish_info(m["K"], m["rgb"].shape[1], m["rgb"].shape[0], m["stamp_ns"], m["frame_id"])
+        time.sleep(0.05)  # separate topics: let the camera_info arrive first, as in the bag's order
+        cam.publish_image(m["rgb"], m["stamp_ns"], m["frame_id"], encoding=m["encoding"], truncate=m["truncate"])
+        if m["stamp_ns"] in pair_end:
+            t_end = time.monotonic() + pair_timeout_s
+            while time.monotonic() < t_end and not any(p[2] == m["stamp_ns"] for p in monitor.snapshot()[2][seen:]):
+                time.sleep(0.05)
+        else:
+            time.sleep(pace_s)

@@ -13,11 +13,10 @@ unrelated) image, fed to ``Pipeline.process`` in the chain of the real pairs
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from skimage import data
-
-import cv2
 
 from noposplat_ros.fixtures.general_motion import tour_sequence
 from noposplat_ros.pipeline import Pipeline, PipelineConfig

@@ -173,6 +173,7 @@ def test_same_keyframe_pairs_and_faults_as_the_live_node(tmp_path):
     import rclpy
     from rclpy.node import Node
 
+    from node_harness import publish_stream
     from noposplat_ros.ros.soak_nodes import CameraStreamer, OutputMonitor, Spinner
 
     frames = MotorcycleSequence(scale=0.5, frames_per_view=4).frames(20)
@@ -206,16 +207,7 @@ def test_same_keyframe_pairs_and_faults_as_the_live_node(tmp_path):
         while time.monotonic() < deadline and node.count_publishers(f"{ns}/noposplat_node/splat_pair") == 0:
             time.sleep(0.05)
         time.sleep(0.5)
-        for m in stream:
-            cam.publish_info(m["K"], m["rgb"].shape[1], m["rgb"].shape[0], m["stamp_ns"], m["frame_id"])
-            time.sleep(0.05)  # separate topics: let the camera_info arrive first, as in the bag's order
-            cam.publish_image(m["rgb"], m["stamp_ns"], m["frame_id"], encoding=m["encoding"], truncate=m["truncate"])
-            if m["stamp_ns"] in pair_end:  # wait for that pair so the node never supersedes one
-                t_end = time.monotonic() + 60
-                while time.monotonic() < t_end and not any(p[2] == m["stamp_ns"] for p in monitor.snapshot()[2]):
-                    time.sleep(0.05)
-            else:
-                time.sleep(0.1)
+        publish_stream(cam, monitor, stream, pair_end)  # waits for each pair: the node never supersedes one
         time.sleep(1.0)
         diag, _, pairs = monitor.snapshot()
         node_pairs = [(s0, s1) for _, s0, s1, _ in pairs]

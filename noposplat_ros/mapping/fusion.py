@@ -108,13 +108,16 @@ def associate(
     Every target shows in exactly one pixel, so the matched pixel groups points by target."""
     H, W = hw
     valid = pix >= 0
-    pc = pix.clamp_min(0)
+    all_valid = bool(valid.all())  # the map's own callers pass only points inside the grid
+    pc = pix if all_valid else pix.clamp_min(0)
     zc = zbuf.index_select(0, pc)
     tol = depth * tol_rel
     # the centre pixel first (a revisit matches there), the window only for the rest
-    best = (zc - depth).abs_().masked_fill_(~valid, _INF)
+    best = (zc - depth).abs_()
+    if not all_valid:
+        best.masked_fill_(~valid, _INF)
     qbest = pc.clone()
-    rest = torch.nonzero(valid & ~(best <= tol)).squeeze(1)
+    rest = torch.nonzero(~(best <= tol) if all_valid else valid & ~(best <= tol)).squeeze(1)
     if radius_px > 0 and rest.numel():
         p0 = pc.index_select(0, rest)
         v0, u0 = p0 // W, p0 % W
@@ -138,7 +141,9 @@ def associate(
     matched &= target >= 0  # a finite gap always has a z-buffer point; belt and braces
     target.masked_fill_(~matched, -1)
     qbest.masked_fill_(~matched, -1)
-    centre_gap = (depth - zc).masked_fill_(~valid, _INF)
+    centre_gap = depth - zc
+    if not all_valid:
+        centre_gap.masked_fill_(~valid, _INF)
     return target, centre_gap, qbest
 
 

@@ -170,3 +170,32 @@ def test_bad_input_is_refused(views):
         MapConfig(max_gaussians=0).validate()
     smap.reset()
     assert smap.num_gaussians == 0 and smap.fused().num == 0
+
+
+def test_non_finite_gaussians_never_enter_the_map(views):
+    """Inf/NaN in any coordinate: pruned on the way in (the rest of the pair is fused as usual)."""
+    K, vs = views
+    T, rgb, depth = vs[0]
+    clean = noisy_gaussians(rgb, depth, K, 0)
+    g = noisy_gaussians(rgb, depth, K, 0)
+    bad = torch.arange(0, g.num, 97)
+    values = torch.tensor([float("inf"), -float("inf"), float("nan")])
+    for j in range(3):  # x, y, z each get inf, -inf and NaN
+        g.means[bad[j::3], j] = values[torch.arange(bad[j::3].numel()) % 3]
+    smap, ref = SceneMap(), SceneMap()
+    st, st_ref = smap.insert(g, K, HW, 0, T), ref.insert(clean, K, HW, 0, T)
+    fused = smap.fused()
+    assert torch.isfinite(fused.means).all() and torch.isfinite(fused.covariances).all()
+    assert 0 < st.added <= st_ref.added and st.pruned >= bad.numel()
+    assert st_ref.added - st.added <= bad.numel()
+
+
+def test_project_rejects_non_finite_points():
+    """insert relies on it: a pixel index >= 0 implies a finite x, y and z."""
+    K = torch.tensor([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]])
+    inf, nan = float("inf"), float("nan")
+    bad = [[inf, 0, 1], [-inf, 0, 1], [nan, 0, 1], [0, inf, 1], [0, -inf, 1], [0, nan, 1], [0, 0, inf],
+           [0, 0, nan], [0, 0, -inf], [1e38, 0, 1], [0, 0, -1]]
+    pix, _ = fusion.project(torch.tensor(bad + [[0.1, -0.2, 2.0]]), K, HW)
+    assert (pix[:-1] == -1).all()
+    assert int(pix[-1]) == 38 * HW[1] + 69  # u = 100 * 0.05 + 64, v = 100 * -0.1 + 48

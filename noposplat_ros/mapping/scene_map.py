@@ -427,9 +427,9 @@ class SceneMap:
             pix, z = fusion.project(means, Kt, (H, W))
             # per column: reductions over a short last dimension are slow on the CPU
             scales = [c.clamp_min(1e-9) for c in g.scales.to(dev, torch.float32).unbind(1)]
+            # pix >= 0 implies finite means: project() rejects a non-finite z, and an inf/NaN x or y
+            # gives an inf/NaN pixel coordinate, which fails its bounds test
             keep = (pix >= 0) & (opac >= cfg.min_opacity)
-            for c in means.unbind(1):
-                keep &= torch.isfinite(c)
             keep &= torch.maximum(torch.maximum(scales[0], scales[1]), scales[2]) <= cfg.max_scale_px * z / f
             if self._z_ref is None and bool(keep.any()):
                 self._z_ref = float(z[keep].median())

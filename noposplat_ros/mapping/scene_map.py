@@ -103,7 +103,6 @@ class InsertStats:
     fusion_s: float = 0.0
 
 
-_FIELDS = ("means", "log_scales", "rotations_xyzw", "opacities", "dc")
 # Storage is packed column-major: one (14, capacity) float32 tensor, a Gaussian per column, so a merge
 # gathers and scatters each Gaussian once (not once per field) and every elementwise op and the
 # index_add_ of a merge run over contiguous rows (a row-major (N, 14) index_add_ loops per row, ~8x
@@ -125,8 +124,8 @@ def _affine_cols(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def _per_owner(table: torch.Tensor, owner: torch.Tensor, fn, *xs: torch.Tensor) -> torch.Tensor:
     """fn(table[:, owner], *xs) -> (D, N), with a per-keyframe table (R, S), owner (N,) slots and xs
-    (·, N) columns (fn may overwrite them). The most common owner's column is broadcast (no gather: a pair's matches mostly
-    belong to one keyframe), the other points are gathered and computed apart."""
+    (·, N) columns (fn may overwrite them). The most common owner's column is broadcast (no gather: a
+    pair's matches mostly belong to one keyframe), the other points are gathered and computed apart."""
     counts = torch.bincount(owner, minlength=table.shape[1])
     o = int(counts.argmax())
     part = None
@@ -512,8 +511,9 @@ class SceneMap:
         # new Gaussians: camera 0 -> the owner keyframe's frame, one composed transform per keyframe
         add = _per_owner(self._owner_from_cam_table(T_wc, seen_slots), owner_g.index_select(0, group),
                          _owner_from_cam, fusion.take_columns(new, sel))
-        merged, Wsum = fusion.weighted_merge_packed(fusion.take_columns(self._data, uniq), self._conf.index_select(0, uniq),
-                                                    add, w.index_select(0, sel), group, _ROT)
+        merged, Wsum = fusion.weighted_merge_packed(fusion.take_columns(self._data, uniq),
+                                                    self._conf.index_select(0, uniq), add, w.index_select(0, sel),
+                                                    group, _ROT)
         self._data.index_copy_(1, uniq, merged)
         self._conf.index_copy_(0, uniq, Wsum.clamp_max_(self.config.max_weight))
         self._last.index_fill_(0, uniq, self._pairs)

@@ -2,12 +2,12 @@
 
 Side by side in one run (interleaved, median of ``--runs`` after ``--warmup``): our default path
 (what ``NoPoSplatPredictor(precision="auto")`` runs: fused SDPA attention, channels-last DPT convs,
-and on CPU dynamic int8 Linear layers, on CUDA bf16/fp16 autocast; heads float32) against a plain
+and on CPU dynamic int8 Linear layers and int8 3x3 DPT convolutions, on CUDA bf16/fp16 autocast) against a plain
 fp32 eager run of the same weights (explicit-softmax attention, no autocast, no quantisation).
 Prints the speed ratio, the peak memory (CUDA max allocated; CPU peak RSS growth, sampled), and the
 max output difference of the default path against fp32 on the same input, per output field. On CPU
-it also reports the int8 error on the tiny conformance weights (every Linear quantised, as a
-second, differently distributed set of weights) when ../shared/conformance is there.
+it also reports the int8 error on the tiny conformance weights (every Linear and every 3x3 conv
+quantised, as a second, differently distributed set of weights) when ../shared/conformance is there.
 ``--load-check`` also measures the peak RSS of loading the weights the way the predictor does.
 
     .venv/bin/python benchmarks/bench_network.py --device cpu --runs 3
@@ -31,7 +31,7 @@ import psutil
 import torch
 
 from noposplat_ros.predictors.network import NoPoSplatConfig, NoPoSplatNet, build_model
-from noposplat_ros.predictors.network.speed import quantize_linear_int8_
+from noposplat_ros.predictors.network.speed import quantize_conv_int8_, quantize_linear_int8_
 from noposplat_ros.predictors.noposplat import autocast_for, optimize_for_inference_, resolve_device, resolve_precision
 
 FIELDS = ("means", "opacities", "scales", "rotations_xyzw", "harmonics", "covariances")
@@ -147,8 +147,8 @@ def format_diffs(d: dict[str, tuple[float, float]]) -> str:
 
 
 def tiny_int8_error() -> dict[str, tuple[float, float]] | None:
-    """int8 error on the tiny conformance weights with EVERY Linear quantised (the default threshold
-    leaves the tiny model exact); None when the conformance data is not there."""
+    """int8 error on the tiny conformance weights with EVERY Linear and 3x3 conv quantised (the
+    default thresholds leave the tiny model exact); None when the conformance data is not there."""
     from safetensors.torch import load_file
 
     conf = pathlib.Path(os.environ.get("NOPOSPLAT_CONFORMANCE_DIR", REPO.parent / "shared" / "conformance"))
@@ -160,6 +160,7 @@ def tiny_int8_error() -> dict[str, tuple[float, float]] | None:
     with torch.inference_mode():
         ref = model(io["input.image"], io["input.intrinsics"])
         quantize_linear_int8_(model, min_in_features=0)
+        quantize_conv_int8_(model, min_out_channels=0)
         out = model(io["input.image"], io["input.intrinsics"])
     return output_diffs(out, ref)
 
@@ -220,7 +221,11 @@ def main() -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads, capability {torch.backends.cpu.get_cpu_capability()})"
     print(f"device: {name}; torch {torch.__version__}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"model: released {H}x{W}, {n_params:,} parameters ({n_params * 4 / 2**30:.2f} GiB fp32), built in {build_s:.1f} s")
-    print(f"default path: precision {precision}, fused SDPA attention, channels-last convs (heads fp32); "
+    from noposplat_ros.predictors.network.speed import Int8Conv2d
+
+    n_qconv = sum(isinstance(m, Int8Conv2d) for m in fast.modules())
+    int8_note = f" ({n_qconv} int8 3x3 convs)" if precision == "int8" else " (heads fp32)"
+    print(f"default path: precision {precision}, fused SDPA attention, channels-last convs{int8_note}; "
           "baseline: plain fp32 eager (explicit softmax, no autocast)")
 
     fns = {"default": forward_fn(fast, image, K, precision), "baseline": forward_fn(base, image, K, "fp32")}
@@ -235,7 +240,7 @@ def main() -> int:
     if device.type == "cpu":
         tiny = tiny_int8_error()
         if tiny is not None:
-            print(f"tiny conformance weights, every Linear int8 vs fp32: {format_diffs(tiny)}")
+            print(f"tiny conformance weights, every Linear and 3x3 conv int8 vs fp32: {format_diffs(tiny)}")
     load = os.getloadavg()
     print(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.load_check:

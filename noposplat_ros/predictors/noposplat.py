@@ -1,8 +1,8 @@
 """NoPoSplat predictor: a keyframe pair -> Gaussians of both views in camera 0's frame + relative pose.
 
 Stages: preprocess (resize + centre crop to the model grid, K normalised) -> network (CUDA: bf16 or
-fp16 autocast with fused attention, heads in float32; CPU: dynamic int8 Linear layers + channels-last
-convolutions, or bf16 autocast where the CPU has native bf16 and it is asked for) -> Gaussians
+fp16 autocast with fused attention, heads in float32; CPU: dynamic int8 Linear layers + int8 3x3 DPT
+convolutions + channels-last convolutions, or bf16 autocast where the CPU has native bf16 and it is asked for) -> Gaussians
 (float32, CPU) -> PnP on view 1's centres (PoseLib by default, pnp_method='official' for the reference procedure) -> optional photometric refinement.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from noposplat_ros.predictors.network import NoPoSplatConfig, NoPoSplatNet, buil
 from noposplat_ros.predictors.network.model import NetOutput
 from noposplat_ros.predictors.network.preprocess import PreparedPair, prepare_pair
 from noposplat_ros.predictors.network.speed import (
-    channels_last_convs_, cpu_has_native_bf16, int8_supported, quantize_linear_int8_,
+    channels_last_convs_, cpu_has_native_bf16, int8_supported, quantize_conv_int8_, quantize_linear_int8_,
 )
 from noposplat_ros.types import Gaussians, KeyframePair, PairReconstruction, PoseEstimate, PoseStatus, ScaleKind
 
@@ -75,12 +75,14 @@ def optimize_for_inference_(model: NoPoSplatNet, device: torch.device, precision
     """Apply the speed settings of a resolved precision to a loaded model, in place.
 
     Every path: fused attention (SDPA). CPU and CUDA: channels-last DPT convolutions (measured faster
-    on CPU; NHWC is the tensor-core layout on CUDA). int8: dynamic int8 for the large Linear layers.
+    on CPU; NHWC is the tensor-core layout on CUDA). int8: dynamic int8 for the large Linear layers and
+    the large 3x3 DPT convolutions (speed.quantize_conv_int8_).
     """
     model.set_fused_attention(True)
     channels_last_convs_(model)
     if precision == "int8":
         quantize_linear_int8_(model)
+        quantize_conv_int8_(model)
     return model
 
 
@@ -152,7 +154,8 @@ class NoPoSplatPredictor:
     model_config: NoPoSplatConfig, a model-config JSON path, 256/512, or None (released model).
     device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     precision: "auto" (CUDA bf16 where supported, else fp16; CPU int8), "fp32", "bf16", "fp16", "int8"
-      (CPU only: dynamic int8 Linear layers, float32 elsewhere; accuracy in docs/readme_network.md).
+      (CPU only: dynamic int8 Linear layers and large 3x3 DPT convs, float32 elsewhere; accuracy in
+      docs/readme_network.md).
     refine: photometric pose refinement: None = auto (on CUDA only), False = off, True = default
       RefineConfig, or a RefineConfig.
     allow_pickle: let a ``.ckpt`` that needs full unpickling load (only for trusted files).

@@ -239,3 +239,41 @@ def test_bad_metric_baseline_raises():
         Trajectory(metric_baseline_m=-1.0)
     with pytest.raises(ValueError):
         Trajectory(metric_baseline_m=math.nan)
+
+
+def test_pure_rotation_is_placed_with_its_rotation_not_lost():
+    """A pure rotation between two translating pairs (geometry backend on the general-motion
+    fixture): DEGRADED with its rotation and an unknown translation, in the same segment; the pair
+    after it cannot carry the scale through it (DEGRADED) but keeps the chain and its direction."""
+    from noposplat_ros.fixtures import general_motion as gm
+    from noposplat_ros.pose.metrics import rotation_error_deg
+    from noposplat_ros.predictors.geometry import GeometryPredictor
+    from noposplat_ros.transforms import direction_angle_deg
+    from noposplat_ros.types import Frame, KeyframePair, LOST_POSE_VARIANCE
+
+    hw = (240, 320)
+    K = gm.camera_K(34.0, hw)
+    zc = gm.load_scene().median_depth_m
+    R_a, R_b = gm.rotation("y", -1.5), gm.rotation("y", 1.5)
+    poses = [gm.pose(R_a, np.array([-0.1 * zc, 0, 0])), gm.pose(R_a, np.array([-0.05 * zc, 0, 0])),
+             gm.pose(R_b, np.array([-0.05 * zc, 0, 0])), gm.pose(R_b, np.array([0.0, 0, 0]))]
+    frames = [Frame(gm.render_view(T, K, hw, noise_std=1.0, seed=i).rgb, K, 10**9 * (i + 1), "cam")
+              for i, T in enumerate(poses)]
+    pred, traj = GeometryPredictor(), Trajectory()
+    steps = [traj.add_pair(pred.predict(KeyframePair(a, b)), K_px=(K, K)) for a, b in zip(frames, frames[1:])]
+    assert [s.status for s in steps] == [PoseStatus.OK, PoseStatus.DEGRADED, PoseStatus.DEGRADED]
+    assert [s.segment for s in steps] == [0, 0, 0]
+    rot = steps[1]
+    T_true = np.linalg.inv(poses[1]) @ poses[2]
+    assert rotation_error_deg(rot.T_cam0_from_cam1, T_true) <= 0.1
+    assert np.allclose(rot.T_cam0_from_cam1[:3, 3], 0.0) and rot.scale_source == "rotation"
+    assert np.all(np.diag(rot.covariance)[:3] >= LOST_POSE_VARIANCE / 10)
+    assert np.all(np.sqrt(np.diag(rot.covariance)[3:]) < np.radians(0.2))
+    # the world poses: kf2 at kf1's centre, turned; kf3 continues sideways from there
+    T_w1, T_w2 = steps[0].T_world_from_cam1, rot.T_world_from_cam1
+    assert np.linalg.norm(T_w2[:3, 3] - T_w1[:3, 3]) < 1e-6 * max(1.0, np.linalg.norm(T_w1[:3, 3]))
+    after = steps[2]
+    assert after.scale_source == "none"
+    T_true_after = np.linalg.inv(poses[2]) @ poses[3]
+    assert direction_angle_deg(after.T_cam0_from_cam1[:3, 3], T_true_after[:3, 3]) < 2.0
+    assert len(traj.poses()) == 4

@@ -277,7 +277,11 @@ class Trajectory:
         prev, prev_step = self._prev, self._prev_step
         T01_unit = np.asarray(recon.pose.T_cam0_from_cam1, dtype=np.float64)
         t_norm = float(np.linalg.norm(T01_unit[:3, 3]))
-        pose_lost = recon.pose.status == PoseStatus.LOST or not is_rigid(T01_unit, atol=1e-4) or t_norm < 1e-9
+        rigid = is_rigid(T01_unit, atol=1e-4)
+        # A pure rotation (two_view's "rotation" model) is DEGRADED with t = 0: its rotation is known,
+        # its translation is not (LOST_POSE_VARIANCE on t). It is placed, not dropped.
+        rotation_only = rigid and t_norm < 1e-9 and recon.pose.status == PoseStatus.DEGRADED
+        pose_lost = recon.pose.status == PoseStatus.LOST or not rigid or (t_norm < 1e-9 and not rotation_only)
         msgs: list[str] = []
         continues = (
             prev is not None and prev_step is not None and self._graph is not None
@@ -285,17 +289,10 @@ class Trajectory:
         )
         if pose_lost:
             return self._lost_step(recon, "pose lost: " + recon.pose.message, continues)
+        if rotation_only:
+            return self._rotation_step(recon, continues)
 
-        if not continues:
-            self._segment += 1
-            if self._segment > 0:
-                msgs.append("new segment (gap or loss before this pair)")
-            self._graph = PoseGraph(window=cfg.window, huber_k=cfg.huber_k)
-            self._segment_metric = False
-            k0 = self._graph.add_keyframe(int(recon.stamp0_ns), self._last_T, np.eye(6) * 1e-12)
-            self._records.append(_KeyframeRecord(int(recon.stamp0_ns), self._graph, k0))
-        else:
-            k0 = self._prev_key
+        k0 = self._prev_key if continues else self._start_segment(int(recon.stamp0_ns), msgs)
         graph = self._graph
         assert graph is not None
 
@@ -396,6 +393,49 @@ class Trajectory:
         A = T_km1_k[:3, :3]
         var_len = float(u @ A @ placement.cov_tangent[3:, 3:] @ A.T @ u)
         return t_len / float(np.linalg.norm(T01_unit[:3, 3])), placement.source, var_len / t_len**2
+
+    def _start_segment(self, stamp0_ns: int, msgs: list[str]) -> int:
+        """A new segment's graph anchored at the last known pose; returns kf0's key."""
+        self._segment += 1
+        if self._segment > 0:
+            msgs.append("new segment (gap or loss before this pair)")
+        self._graph = PoseGraph(window=self.config.window, huber_k=self.config.huber_k)
+        self._segment_metric = False
+        k0 = self._graph.add_keyframe(int(stamp0_ns), self._last_T, np.eye(6) * 1e-12)
+        self._records.append(_KeyframeRecord(int(stamp0_ns), self._graph, k0))
+        return k0
+
+    def _rotation_step(self, recon: PairReconstruction, continues: bool) -> TrajectoryStep:
+        """A pure rotation: kf1 at kf0's centre turned by the pair's rotation, in the graph with the
+        pair's covariance (translation LOST_POSE_VARIANCE: unconstrained), status DEGRADED. Nothing is
+        triangulated, so the next pair's scale cannot be carried through it (that pair is DEGRADED with
+        the last scale, see _carried_scale)."""
+        msgs = ["rotation only: translation unknown"]
+        k0 = self._prev_key if continues else self._start_segment(int(recon.stamp0_ns), msgs)
+        graph = self._graph
+        assert graph is not None
+        T01 = np.asarray(recon.pose.T_cam0_from_cam1, dtype=np.float64).copy()
+        cov = np.asarray(recon.pose.covariance, dtype=np.float64).copy()
+        k1 = graph.add_keyframe(int(recon.stamp1_ns), graph.pose(k0) @ T01)
+        graph.add_relative(k0, k1, T01, cov, robust=False)
+        graph.optimise()
+        self._records.append(_KeyframeRecord(int(recon.stamp1_ns), graph, k1))
+        T_w0, T_w1 = graph.pose(k0), graph.pose(k1)
+        cov_w1 = graph.covariance(k1)
+        if self._segment > 0:
+            cov_w1 = cov_w1 + np.eye(6) * LOST_POSE_VARIANCE
+        scale = float(self._prev_step.scale) if (continues and self._prev_step is not None) else 1.0
+        step = TrajectoryStep(
+            index=len(self.steps), stamp0_ns=int(recon.stamp0_ns), stamp1_ns=int(recon.stamp1_ns),
+            T_world_from_cam0=T_w0, T_world_from_cam1=T_w1, T_cam0_from_cam1=T01, scale=scale,
+            scale_kind=ScaleKind.METRIC if self._segment_metric else ScaleKind.CHAINED,
+            status=PoseStatus.DEGRADED, covariance=cov, covariance_world=cov_w1, segment=self._segment,
+            segment_metric=self._segment_metric, scale_source="rotation", message="; ".join(msgs),
+        )
+        self.steps.append(step)
+        self._prev, self._prev_step, self._prev_key = recon, step, k1
+        self._last_T = T_w1
+        return step
 
     def _lost_step(self, recon: PairReconstruction, message: str, continues: bool) -> TrajectoryStep:
         """A LOST step: no motion, 'do not use' covariances; the next pair starts a new segment."""

@@ -62,11 +62,11 @@ def main() -> None:
         "default (grid 256, DIS medium)": GeometryConfig(),
         "grid 128": dataclasses.replace(GeometryConfig(), grid_long_side=128),
         "grid 512": dataclasses.replace(GeometryConfig(), grid_long_side=512),
-        "SIFT on 480 long side": dataclasses.replace(GeometryConfig(), feature_long_side=480),
+        "SIFT on full size": dataclasses.replace(GeometryConfig(), feature_long_side=0),
         "SIFT 2000 features": dataclasses.replace(GeometryConfig(), max_features=2000),
-        "SIFT 480 + 2000 + DIS fast": dataclasses.replace(GeometryConfig(), feature_long_side=480, max_features=2000,
-                                                          flow_preset="fast"),
         "DIS fast": dataclasses.replace(GeometryConfig(), flow_preset="fast"),
+        "SIFT contrast 0.04 (OpenCV's)": dataclasses.replace(GeometryConfig(), contrast_threshold=0.04),
+        "SIFT contrast 0.01": dataclasses.replace(GeometryConfig(), contrast_threshold=0.01),
     }
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
           f"torch threads {torch.get_num_threads()}, OpenCV threads {cv2.getNumThreads()}, load {os.getloadavg()}")

@@ -16,8 +16,8 @@ from noposplat_ros.outputs.pointcloud import gaussians_to_structured
 from noposplat_ros.transforms import make_T, quat_xyzw_to_matrix
 from noposplat_ros.types import Gaussians, covariances_from_scales_rotations, rgb_to_sh_dc
 from noposplat_ros.viewer.live import LayerCache, LiveScene, PairInput, build_display
-from noposplat_ros.viewer.scene import SplatArrays, display_score, gaussians_to_splats, thin_for_display, \
-    trajectory_segments, view_from_pose
+from noposplat_ros.viewer.scene import SplatArrays, display_score, fov_from_splats, gaussians_to_splats, \
+    thin_for_display, trajectory_segments, view_from_pose
 from noposplat_ros.viewer.server import Pusher, seconds_until_push
 
 
@@ -114,7 +114,7 @@ def test_live_scene_places_pairs_in_odom_and_prefers_the_map():
     assert scene.fov_rad == pytest.approx(2 * np.arctan(240 / 400))  # the frustums have the camera's fov
     assert scene.initial_view.fov_rad == pytest.approx(2 * np.arctan(240 / 400))  # and so has the first view
     no_info = LiveScene()
-    no_info.add_pair(_pair(0, 0, 10, step))
+    no_info.add_pair(_pair(0, 0, 10, step))  # too few splats to tell the camera's fov: the option's
     assert build_display(no_info, fov_deg=50.0).initial_view.fov_rad == pytest.approx(np.deg2rad(50.0))
     assert scene.initial_view is not None and np.allclose(scene.initial_view.position, 0)
     assert "`chained`" in scene.status_markdown and "pairs received**: 2" in scene.status_markdown
@@ -129,6 +129,47 @@ def test_live_scene_places_pairs_in_odom_and_prefers_the_map():
     live.clear()
     empty = build_display(live)
     assert empty.map_splats.num == 0 and empty.initial_view is None and "none yet" in empty.status_markdown
+
+
+def test_first_view_has_the_cameras_fov_without_camera_info(motorcycle):
+    """camera_info is best effort and volatile: a viewer that discovers the camera late misses it.
+    The first view then takes the fov from the first pair's own splats (the real Motorcycle pair
+    through the geometry backend), not the 60 deg default that drew them sub-pixel (a blank page);
+    a camera_info that arrives after the last pair still changes the view."""
+    from noposplat_ros.predictors.geometry import GeometryConfig, GeometryPredictor
+    from noposplat_ros.types import KeyframePair
+
+    rec = GeometryPredictor(GeometryConfig(grid_long_side=128)).predict(KeyframePair(motorcycle.left, motorcycle.right))
+    K, (h, w) = motorcycle.left.K, motorcycle.left.rgb.shape[:2]
+    true_fov, true_aspect = 2 * np.arctan(0.5 * h / K[1, 1]), w / h
+    live = LiveScene()
+    live.add_pair(PairInput(gaussians_to_structured(rec.gaussians), np.eye(4), 0, 10, "OK", "chained", "geometry"))
+    scene = build_display(live, fov_deg=60.0)
+    print(f"fov from the splats {np.rad2deg(scene.initial_view.fov_rad):.1f} deg (camera {np.rad2deg(true_fov):.1f}), "
+          f"aspect {scene.aspect:.3f} ({true_aspect:.3f})")
+    assert scene.initial_view.fov_rad == pytest.approx(true_fov, rel=0.1)
+    assert scene.fov_rad == pytest.approx(scene.initial_view.fov_rad)
+    assert scene.aspect == pytest.approx(true_aspect, rel=0.1)
+
+    # camera_info: its first arrival (and only a change) is a change to push
+    seen = live.version
+    live.set_camera(K, h, w)
+    assert live.version == seen + 1
+    live.set_camera(K.copy(), h, w)
+    assert live.version == seen + 1
+    assert build_display(live, fov_deg=60.0).initial_view.fov_rad == pytest.approx(true_fov)
+    live.set_camera(K * [[2], [2], [1]], h, w)
+    assert live.version == seen + 2
+
+    # per-pixel slopes of a known pinhole; a few stray splats do not widen it; nothing in front: None
+    rng = np.random.default_rng(0)
+    u, v = np.meshgrid(np.arange(320) + 0.5, np.arange(240) + 0.5)
+    rays = np.stack([(u.ravel() - 160) / 300.0, (v.ravel() - 120) / 300.0, np.ones(u.size)], axis=-1)
+    pts = rays * rng.uniform(1.0, 5.0, (len(rays), 1))
+    pts[:50] = rng.normal(0.0, 20.0, (50, 3))
+    fov, aspect = fov_from_splats(pts)
+    assert fov == pytest.approx(2 * np.arctan(120 / 300), rel=0.02) and aspect == pytest.approx(320 / 240, rel=0.02)
+    assert fov_from_splats(pts * [1, 1, -1]) is None and fov_from_splats(pts[:10]) is None
 
 
 def test_pusher_pushes_latest_only_and_throttles():

@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--period", type=float, default=1.0,
                    help="live: at least this many seconds between pushes to the browser (default 1)")
     p.add_argument("--fov-deg", type=float, default=60.0,
-                   help="vertical field of view of the first view when no camera_info is known (default 60)")
+                   help="vertical field of view of the first view of PLY files; live, only until the camera's "
+                        "is known (from camera_info or the first pair's splats) (default 60)")
     p.add_argument("--node", default="noposplat_node",
                    help="live: name of the splat node whose <node>/map, splat_pair, odometry are read")
     p.add_argument("--max-pairs", type=int, default=100,

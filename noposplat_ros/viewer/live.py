@@ -18,8 +18,8 @@ import threading
 import numpy as np
 
 from noposplat_ros.outputs.pointcloud import structured_to_gaussians
-from noposplat_ros.viewer.scene import SplatArrays, ViewCamera, empty_splats, gaussians_to_splats, median_depth, \
-    view_from_pose
+from noposplat_ros.viewer.scene import SplatArrays, ViewCamera, empty_splats, fov_from_splats, gaussians_to_splats, \
+    median_depth, view_from_pose
 
 DEFAULT_FOV_DEG = 60.0
 
@@ -94,10 +94,17 @@ class LiveScene:
             self._bump()
 
     def set_camera(self, K_px: np.ndarray, height_px: int, width_px: int) -> None:
-        """Intrinsics of the node's input camera (for the view's fov and the frustums' aspect)."""
+        """Intrinsics of the node's input camera (for the view's fov and the frustums' aspect).
+
+        camera_info comes with every frame: only the first one, or other intrinsics, are a change
+        (so intrinsics that arrive after the last pair still reach the browser).
+        """
+        K, hw = np.asarray(K_px, np.float64), (int(height_px), int(width_px))
         with self._lock:
-            # stored for the next push, not a change of its own: camera_info comes with every frame
-            self.K_px, self.image_hw = np.asarray(K_px, np.float64), (int(height_px), int(width_px))
+            changed = self.K_px is None or self.image_hw != hw or not np.array_equal(self.K_px, K)
+            self.K_px, self.image_hw = K, hw
+            if changed:
+                self._bump()
 
     def clear(self) -> None:
         """Forget everything (the node restarted with a new odom frame origin)."""
@@ -138,6 +145,8 @@ class LayerCache:
         self.pairs: dict[tuple, SplatArrays] = {}
         self.map_cloud: np.ndarray | None = None
         self.map_splats: SplatArrays | None = None
+        self.fov_key: tuple | None = None  # the pair the fov estimate below came from
+        self.fov_aspect: tuple[float, float] | None = None
 
 
 def _pair_key(pair: PairInput, T_odom_from_cam0: np.ndarray) -> tuple:
@@ -150,9 +159,9 @@ def build_display(live: LiveScene, fov_deg: float = DEFAULT_FOV_DEG,
 
     The map layer is the node's map when one arrived; until then, every pair seen so far (at most
     ``max_pairs`` of ``LiveScene``) placed in odom, so the view grows with the first pairs either way.
-    The first view is the first keyframe's pose with the camera's vertical fov (from camera_info;
-    ``fov_deg`` until one arrived), so the first picture is the familiar one. ``cache`` keeps
-    the splats of unchanged layers between pushes.
+    The first view is the first keyframe's pose with the camera's vertical fov (from camera_info, or
+    estimated from the first pair's splats until one arrived; ``fov_deg`` before any pair), so the
+    first picture is the familiar one. ``cache`` keeps the splats of unchanged layers between pushes.
     """
     cache = cache if cache is not None else LayerCache()
     version, map_cloud, pairs, poses, K, hw, seen = live.snapshot()
@@ -188,11 +197,21 @@ def build_display(live: LiveScene, fov_deg: float = DEFAULT_FOV_DEG,
     if first_pose is None and len(keyframe_poses):
         first_pose = keyframe_poses[0]
 
-    # the camera's own fov when camera_info is known: per-pixel splats (about a pixel wide in the
-    # input image) then keep their on-screen size; a much wider view draws them sub-pixel and faint
+    # the camera's own fov: per-pixel splats (about a pixel wide in the input image) then keep their
+    # on-screen size; a much wider view draws them sub-pixel, i.e. not at all (a blank page). From
+    # camera_info when one arrived; else from the first pair's splats (camera_info is best effort and
+    # volatile: a viewer that discovers the camera late misses it, or a short input is over before);
+    # ``fov_deg`` only before any pair.
     fov_rad, aspect = float(np.deg2rad(fov_deg)), 4.0 / 3.0
     if K is not None and hw is not None:
         fov_rad, aspect = float(2.0 * np.arctan(0.5 * hw[0] / K[1, 1])), hw[1] / hw[0]
+    elif placed:
+        if cache.fov_key != keys[0]:
+            cloud = placed[0][0].cloud
+            cache.fov_key = keys[0]
+            cache.fov_aspect = fov_from_splats(np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=-1))
+        if cache.fov_aspect is not None:
+            fov_rad, aspect = cache.fov_aspect
     view = None
     if first_pose is not None:
         fy = 0.5 / np.tan(0.5 * fov_rad)

@@ -128,6 +128,29 @@ def view_from_pose(T_world_from_cam: np.ndarray, K_px: np.ndarray, height_px: in
                       fov_rad=2.0 * math.atan(0.5 * height_px / fy))
 
 
+def fov_from_splats(centers_cam: np.ndarray, coverage: float = 0.99,
+                    min_splats: int = 100) -> tuple[float, float] | None:
+    """(vertical fov in rad, aspect width / height) of the camera whose image the splats cover, or None.
+
+    centers_cam: (N, 3) splat centres in that camera's optical frame (+x right, +y down, +z forward).
+    A pair's splats are per pixel (or per grid cell) of its camera 0's image, so the spread of their
+    ray slopes y/z and x/z is the image's: the central ``coverage`` of each slope (a few stray splats
+    do not widen it) gives the half-extents about their middle. For the view's fov when the camera's
+    ``camera_info`` was not received. None with fewer than ``min_splats`` splats in front.
+    """
+    c = np.asarray(centers_cam, np.float64).reshape(-1, 3)
+    c = c[np.isfinite(c).all(1) & (c[:, 2] > 1e-9)]
+    if len(c) < min_splats:
+        return None
+    q = 50.0 * (1.0 - coverage), 50.0 * (1.0 + coverage)
+    x_lo, x_hi = np.percentile(c[:, 0] / c[:, 2], q)
+    y_lo, y_hi = np.percentile(c[:, 1] / c[:, 2], q)
+    half_w, half_h = 0.5 * (x_hi - x_lo), 0.5 * (y_hi - y_lo)
+    if not (half_w > 0 and half_h > 0):
+        return None
+    return 2.0 * math.atan(half_h), half_w / half_h
+
+
 def median_depth(splats: SplatArrays, T_world_from_cam: np.ndarray, default: float = 1.0) -> float:
     """Median depth (camera z) of the splats in front of the camera, or ``default`` when none are."""
     T_cam_from_world = np.linalg.inv(np.asarray(T_world_from_cam, np.float64))

@@ -76,7 +76,7 @@ def main() -> None:
         pairs = pairs[: args.pairs]
     print(f"{len(pairs)} fixture pairs rendered at {tuple(args.hw)} in {time.perf_counter() - t0:.1f} s")
     cfg = GeometryConfig()
-    sift = cv2.SIFT_create(nfeatures=cfg.max_features)
+    sift = cv2.SIFT_create(nfeatures=cfg.max_features, contrastThreshold=cfg.contrast_threshold)  # the backend's SIFT
 
     rows: dict[str, dict[str, list]] = {k: {"rot": [], "tdir": [], "err": [], "ms": [], "fail": []}
                                         for k in ("ours", "poselib-default", "opencv-E")}

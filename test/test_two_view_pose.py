@@ -64,14 +64,13 @@ def _true_depth_on_grid(depth_m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 def test_splats_at_true_depth(fixture_results):
     """Median relative depth error of the opaque view-0 splats (unit baseline scaled by the true one),
-    on the pairs with baseline/depth >= 0.03.
+    on every pair with baseline/depth >= 0.03: <= 2 % each (measured 0.1-1.8 %).
 
-    Every pair whose pose is good (rotation error <= 0.05 deg) is within 2 %: there the error is the
-    flow's, and small-parallax pairs get the finer flow (forward/backward 0.03 were 2.1-2.5 % on the
-    grid's flow). The rest is pose-limited: with the true pose the same flow gives 0.6 % (diagonal
-    0.05, rotation error ~0.09 deg) and 0.1 % (14-deg camera at 0.03, where 0.09 deg is ~1.7 grid px of
-    a 31 px parallax): measured at 2.5 % and 5 %, bounded below."""
-    rels, good_pose = {}, set()
+    What it took: small-parallax pairs get the finer flow (forward/backward 0.03 were 2.1-2.5 % on the
+    grid's flow, limited by the flow even under the true pose), and SIFT's contrast threshold 0.01
+    gives the pose more matches (diagonal 0.05 and the 14-deg camera at 0.03 were pose-limited at
+    2.5 % and 5 % with OpenCV's 0.04: rotation errors ~0.09 deg, a pixel or two of their parallax)."""
+    rels = {}
     for p, r in fixture_results:
         if p.baseline_over_depth < 0.03:
             continue
@@ -82,13 +81,10 @@ def test_splats_at_true_depth(fixture_results):
         ok = (r.gaussians.opacities[:n].numpy() >= 0.5) & np.isfinite(z_true)
         assert ok.mean() > 0.2, p.name
         rels[p.name] = float(np.median(np.abs(z[ok] - z_true[ok]) / z_true[ok]))
-        if _errors(p, r)[0] <= 0.05:
-            good_pose.add(p.name)
     print("\nmedian depth error per pair (%): " + ", ".join(f"{k} {100 * v:.1f}" for k, v in rels.items()))
-    assert len(rels) >= 20 and len(good_pose) >= 0.6 * len(rels)
+    assert len(rels) >= 20
     assert np.median(list(rels.values())) <= 0.02
-    assert {k: v for k, v in rels.items() if k in good_pose and v > 0.02} == {}
-    assert max(rels.values()) <= 0.06
+    assert {k: v for k, v in rels.items() if v > 0.02} == {}
 
 
 def test_evidence_for_the_trajectory(fixture_results):

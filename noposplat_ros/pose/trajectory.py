@@ -336,7 +336,6 @@ class Trajectory:
             graph.add_distance(k0, k1, float(odom_baseline_m), sigma)
             self._segment_metric = True
         graph.optimise()
-        self._records.append(_KeyframeRecord(int(recon.stamp1_ns), graph, k1))
 
         T_w0, T_w1 = graph.pose(k0), graph.pose(k1)
         scale_opt = float(np.linalg.norm((invert_T(T_w0) @ T_w1)[:3, 3])) / t_norm
@@ -344,31 +343,8 @@ class Trajectory:
             T01[:3, 3] = T01_unit[:3, 3] * scale_opt
             cov = _scale_cov(_scale_cov(cov, 1.0 / scale), scale_opt)
             scale = scale_opt
-        cov_w1 = graph.covariance(k1)
-        if self._segment > 0:
-            cov_w1 = cov_w1 + np.eye(6) * LOST_POSE_VARIANCE  # the segment's offset is unknown
-        step = TrajectoryStep(
-            index=len(self.steps),
-            stamp0_ns=int(recon.stamp0_ns),
-            stamp1_ns=int(recon.stamp1_ns),
-            T_world_from_cam0=T_w0,
-            T_world_from_cam1=T_w1,
-            T_cam0_from_cam1=T01,
-            scale=float(scale),
-            scale_kind=ScaleKind.METRIC if self._segment_metric else ScaleKind.CHAINED,
-            status=status,
-            covariance=cov,
-            covariance_world=cov_w1,
-            segment=self._segment,
-            segment_metric=self._segment_metric,
-            scale_source=source,
-            message="; ".join(msgs),
-            pnp_inliers=placement.inliers if placement is not None else 0,
-        )
-        self.steps.append(step)
-        self._prev, self._prev_step, self._prev_key = recon, step, k1
-        self._last_T = T_w1
-        return step
+        return self._placed_step(recon, graph, k0, k1, T01, cov, scale, status, source, msgs,
+                                 placement.inliers if placement is not None else 0)
 
     def _carried_scale(self, placement: _Placement | None, prev_step: TrajectoryStep, T01_unit: np.ndarray,
                        msgs: list[str]) -> tuple[float, str, float]:
@@ -419,18 +395,27 @@ class Trajectory:
         k1 = graph.add_keyframe(int(recon.stamp1_ns), graph.pose(k0) @ T01)
         graph.add_relative(k0, k1, T01, cov, robust=False)
         graph.optimise()
+        scale = float(self._prev_step.scale) if (continues and self._prev_step is not None) else 1.0
+        return self._placed_step(recon, graph, k0, k1, T01, cov, scale, PoseStatus.DEGRADED, "rotation", msgs)
+
+    def _placed_step(self, recon: PairReconstruction, graph: PoseGraph, k0: int, k1: int, T01: np.ndarray,
+                     cov: np.ndarray, scale: float, status: PoseStatus, source: str, msgs: list[str],
+                     pnp_inliers: int = 0) -> TrajectoryStep:
+        """The step of a pair placed in ``graph`` (keys k0 -> k1, optimised): its world poses and kf1's
+        marginal covariance (plus LOST_POSE_VARIANCE after a segment break: the segment's offset is
+        unknown); recorded as the chain's newest pair."""
         self._records.append(_KeyframeRecord(int(recon.stamp1_ns), graph, k1))
         T_w0, T_w1 = graph.pose(k0), graph.pose(k1)
         cov_w1 = graph.covariance(k1)
         if self._segment > 0:
             cov_w1 = cov_w1 + np.eye(6) * LOST_POSE_VARIANCE
-        scale = float(self._prev_step.scale) if (continues and self._prev_step is not None) else 1.0
         step = TrajectoryStep(
             index=len(self.steps), stamp0_ns=int(recon.stamp0_ns), stamp1_ns=int(recon.stamp1_ns),
-            T_world_from_cam0=T_w0, T_world_from_cam1=T_w1, T_cam0_from_cam1=T01, scale=scale,
+            T_world_from_cam0=T_w0, T_world_from_cam1=T_w1, T_cam0_from_cam1=T01, scale=float(scale),
             scale_kind=ScaleKind.METRIC if self._segment_metric else ScaleKind.CHAINED,
-            status=PoseStatus.DEGRADED, covariance=cov, covariance_world=cov_w1, segment=self._segment,
-            segment_metric=self._segment_metric, scale_source="rotation", message="; ".join(msgs),
+            status=status, covariance=cov, covariance_world=cov_w1, segment=self._segment,
+            segment_metric=self._segment_metric, scale_source=source, message="; ".join(msgs),
+            pnp_inliers=pnp_inliers,
         )
         self.steps.append(step)
         self._prev, self._prev_step, self._prev_key = recon, step, k1

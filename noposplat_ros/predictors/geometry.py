@@ -94,8 +94,8 @@ class GeometryConfig:
       flow_fine_below_px grid pixels, the flow is computed at flow_long_side (capped at the input size)
       and averaged down to the grid. Depth error is flow error / parallax: DIS's ~0.05-0.1 px error is
       2-3 % of a 2-3 px parallax (forward motion at baseline/depth 0.03, measured with the true pose);
-      the finer flow halves it there (2.1 -> 1.6 %, 2.5 -> 1.8 %) and costs ~2x flow time, so only
-      small-parallax pairs pay it. 0 disables.
+      the finer flow at 480 px brings those pairs from 2.1 / 2.5 % to 1.3 / 1.4 % and costs ~2x flow
+      time, so only small-parallax pairs pay it. 0 disables.
     fb_threshold_px: forward-backward consistency threshold in grid pixels.
     epipolar_threshold_px: Sampson distance threshold of a dense match in grid pixels.
     min_triangulation_deg: rays meeting at a smaller angle give no reliable depth.
@@ -251,20 +251,28 @@ def prior_flow(
     return np.ascontiguousarray(flow.reshape(h, w, 2).astype(np.float32))
 
 
-def median_parallax_px(tv, K_grid: np.ndarray) -> float:
-    """Median parallax of the pose's inliers in view-1 grid pixels, rotation removed.
+def views_at(frames: tuple[Frame, Frame], hw: tuple[int, int]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Both views resized to (H, W) = hw (INTER_AREA; unchanged when already that size) -> ([2 x
+    (H, W, 3) uint8 contiguous], (2, 3, 3) intrinsics following per axis)."""
+    imgs, Ks = [], []
+    for f in frames:
+        img = f.rgb if (f.height, f.width) == hw else cv2.resize(f.rgb, hw[::-1], interpolation=cv2.INTER_AREA)
+        imgs.append(np.ascontiguousarray(img))
+        Ks.append(scale_intrinsics(f.K, hw[1] / f.width, hw[0] / f.height))
+    return imgs, np.stack(Ks)
 
-    tv: a general TwoViewResult (R, t = T_cam0_from_cam1, points_cam0 of its inliers); K_grid (2, 3, 3).
-    Parallax = distance between a point's projection in view 1 and the projection of the same ray at
-    infinity (what the rotation alone predicts): the displacement that carries depth.
+
+def median_parallax_px(X0: np.ndarray, R: np.ndarray, t: np.ndarray, K1: np.ndarray) -> float:
+    """Median parallax of points X0 (M, 3) (camera 0, finite) in view 1's pixels of K1 (3, 3), rotation
+    removed; (R, t) = T_cam0_from_cam1. Parallax = distance between a point's projection in view 1 and
+    the projection of the same ray at infinity (what the rotation alone predicts): the displacement
+    that carries depth. 0 for no points.
     """
-    X0 = tv.points_cam0[tv.inliers]
-    X0 = X0[np.isfinite(X0).all(1)]
     if len(X0) == 0:
         return 0.0
-    R10 = tv.R.T
-    x = (X0 - tv.t) @ R10.T @ K_grid[1].T  # the points in camera 1 (R10 (X - t)), projected
-    x_inf = X0 @ R10.T @ K_grid[1].T
+    R10 = R.T
+    x = (X0 - t) @ R10.T @ K1.T  # the points in camera 1 (R10 (X - t)), projected
+    x_inf = X0 @ R10.T @ K1.T
     with np.errstate(divide="ignore", invalid="ignore"):
         d = np.linalg.norm(x[:, :2] / x[:, 2:] - x_inf[:, :2] / x_inf[:, 2:], axis=1)
     d = d[np.isfinite(d)]
@@ -352,12 +360,7 @@ class GeometryPredictor:
         # 1. one grid for both views (view 1 resized to view 0's grid; K follows per axis)
         t = time.perf_counter()
         hw = grid_shape(f0.height, f0.width, cfg.grid_long_side)
-        grids, K_grid = [], []
-        for f in (f0, f1):
-            img = f.rgb if (f.height, f.width) == hw else cv2.resize(f.rgb, hw[::-1], interpolation=cv2.INTER_AREA)
-            grids.append(np.ascontiguousarray(img))
-            K_grid.append(scale_intrinsics(f.K, hw[1] / f.width, hw[0] / f.height))
-        K_grid_arr = np.stack(K_grid)
+        grids, K_grid_arr = views_at((f0, f1), hw)
         timings["resize"] = time.perf_counter() - t
 
         # 2. + 3. relative pose from its own evidence (never from the splats)
@@ -426,25 +429,17 @@ class GeometryPredictor:
         down to the grid (sub-pixel noise shrinks with the averaging), else on the grid itself.
         """
         cfg = self.config
+        X0 = tv.points_cam0[tv.inliers]
+        X0 = X0[np.isfinite(X0).all(1)]  # the inliers' sparse 3-D points (camera 0, unit baseline)
         hw_f = hw
-        if cfg.flow_long_side > max(hw) and median_parallax_px(tv, K_grid) < cfg.flow_fine_below_px:
+        if cfg.flow_long_side > max(hw) and median_parallax_px(X0, tv.R, tv.t, K_grid[1]) < cfg.flow_fine_below_px:
             hw_f = grid_shape(f0.height, f0.width, cfg.flow_long_side)
-        if hw_f == hw:
-            imgs, K_f = grids, K_grid
-        else:
-            imgs, K_f = [], []
-            for f in (f0, f1):
-                same = (f.height, f.width) == hw_f
-                imgs.append(f.rgb if same else cv2.resize(f.rgb, hw_f[::-1], interpolation=cv2.INTER_AREA))
-                K_f.append(scale_intrinsics(f.K, hw_f[1] / f.width, hw_f[0] / f.height))
-            K_f = np.stack(K_f)
+        imgs, K_f = (grids, K_grid) if hw_f == hw else views_at((f0, f1), hw_f)
         grey = [cv2.cvtColor(g, cv2.COLOR_RGB2GRAY) for g in imgs]
         flow01 = flow10 = None
         if cfg.flow_prior:
             # Start DIS from the flow the refined pose + the inliers' sparse depth predict: DIS
             # alone loses large motions (measured: 0 % of pixels consistent at baseline/depth 0.2).
-            X0 = tv.points_cam0[tv.inliers]
-            X0 = X0[np.isfinite(X0).all(1)]
             X1 = (X0 - tv.t) @ tv.R  # the same points in camera 1
             flow01 = prior_flow(X0, K_f[0], K_f[1], tv.R.T, -tv.R.T @ tv.t, hw_f)
             flow10 = prior_flow(X1, K_f[1], K_f[0], tv.R, tv.t, hw_f)

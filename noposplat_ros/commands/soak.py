@@ -49,6 +49,9 @@ HELP = "Soak test: stream a faulty 30 Hz camera into noposplat_node for a while 
 NODE_NAME = "noposplat_node"
 CAP_FRACTION = 0.95  # the map counts as at its cap from this fill on (eviction keeps it 1 % under)
 CAP_REQUIRED_AFTER_S = 300.0  # room-stream runs at least this long must reach the cap
+# RSS swings by tens of MiB per pair and the allocator warms up for minutes: flatness after the cap is
+# judged only over at least this long after it (a 30-s CI run reports the growth, does not judge it)
+RSS_FLAT_MIN_AFTER_CAP_S = 60.0
 STREAM_DEFAULTS = {"room": (320, 240, 15.0), "slide": (640, 480, 30.0)}  # width, height, rate
 
 
@@ -244,7 +247,9 @@ def _map_rules(map_samples, map_cap: int, rss_samples, expect_map: bool, require
     at_end = _median([r for t, r in after if t >= t_last - window_s])
     growth = at_end - at_cap
     flat = bool(growth <= max_growth_mb)  # NaN (no samples) is not flat
-    if not flat:
+    if t_last - t_cap < RSS_FLAT_MIN_AFTER_CAP_S:
+        flat = None  # too short after the cap to tell
+    elif not flat:
         failures.append(f"node RSS not flat after the map cap: {at_cap:.0f} -> {at_end:.0f} MiB "
                         f"(+{growth:.0f} > {max_growth_mb:g} MiB)")
     out.update({"rss_flat_after_cap": flat, "rss_at_cap_mb": at_cap, "rss_end_mb": at_end,
@@ -465,7 +470,8 @@ def _format_map(r: dict[str, Any]) -> list[str]:
             f"cap reached ({CAP_FRACTION:.0%}) at {m['cap_reached_s']:.1f} s after {m.get('pairs_at_cap')} pairs; node RSS "
             f"(MiB) at the cap {m['rss_at_cap_mb']:.1f} -> at the end {m['rss_end_mb']:.1f} (medians over the first / "
             f"last {m['rss_window_s']:.0f} s of the {m['after_cap_s']:.0f} s after the cap): {m['rss_growth_after_cap_mb']:+.1f}")
-        lines.append(f"RSS flat after cap: {'PASS' if m['rss_flat_after_cap'] else 'FAIL'} "
+        verdict = {True: "PASS", False: "FAIL", None: f"not judged (< {RSS_FLAT_MIN_AFTER_CAP_S:g} s after the cap)"}
+        lines.append(f"RSS flat after cap: {verdict[m['rss_flat_after_cap']]} "
                      f"(growth {m['rss_growth_after_cap_mb']:+.1f} MiB, bound {r['bounds']['max_rss_growth_after_cap_mb']:g})")
     lines.append(f"map never above the cap: {'PASS' if m['never_above_cap'] else 'FAIL'} "
                  f"(max {m.get('max_gaussians_seen')} <= {m['cap']})")

@@ -29,6 +29,8 @@ import time
 from collections import Counter
 from typing import Any, TextIO
 
+from noposplat_ros.heap import HeapTrimmer
+
 HELP = "Run the pipeline over a rosbag2 bag (MCAP/sqlite3): output bag + PLY per pair + trajectory."
 
 EXIT_OK = 0
@@ -246,7 +248,7 @@ def load_node_params(path: str | pathlib.Path) -> dict[str, Any]:
 def _pipeline_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """PipelineConfig the way the node builds it from its parameters (file, then flags), and the
     shell settings {odom_frame, base_frame, scale_odometry_topic, scale_odometry_max_gap_s,
-    scale_odometry_min_m}."""
+    scale_odometry_min_m, publish_tf, map_publish_period_s, heap_trim_period_s}."""
     from noposplat_ros.keyframes.selector import KeyframeConfig
     from noposplat_ros.pipeline import PipelineConfig
 
@@ -297,6 +299,7 @@ def _pipeline_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         "scale_odometry_min_m": float(p.get("scale_odometry_min_m", 0.02)),
         "publish_tf": bool(p.get("publish_tf", True)),
         "map_publish_period_s": float(p.get("map_publish_period_s", 1.0)),
+        "heap_trim_period_s": float(p.get("heap_trim_period_s", 1.0)),
     }
     if not 0 < frames["scale_odometry_max_gap_s"] <= 10.0:
         raise ValueError(f"scale_odometry_max_gap_s must be in (0, 10], got {frames['scale_odometry_max_gap_s']}")
@@ -433,6 +436,7 @@ def process_bag(args: argparse.Namespace, stop: StopOnSigint | None = None, pred
         out_bag: Any = None
         pending: list[Any] = []  # pairs waiting for odometry past keyframe 1's stamp (as the node waits)
         ply_dir = output / PLY_DIR
+        heap = HeapTrimmer()
 
         def process(pair: Any) -> None:
             baseline = None
@@ -460,6 +464,7 @@ def process_bag(args: argparse.Namespace, stop: StopOnSigint | None = None, pred
                 suffix = "" if result.ok else "_lost"  # LOST: splats in predictor units, pose untrusted
                 write_ply(ply_dir / f"pair_{result.index:06d}_{result.stamp0_ns}{suffix}.ply", result.gaussians)
                 stats.ply_files += 1
+            heap.maybe_trim(shell["heap_trim_period_s"])  # freed pair buffers back to the OS (long bags)
 
         map_state: dict[str, Any] = {"T_odom_from_world": None, "written_ns": -(1 << 62), "version": -1}
 

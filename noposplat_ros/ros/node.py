@@ -31,6 +31,7 @@ from noposplat_msgs.msg import SplatPair
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 
+from noposplat_ros.heap import HeapTrimmer
 from noposplat_ros.ingest.input_gate import InputGate, Rejected
 from noposplat_ros.keyframes.selector import KeyframeConfig
 from noposplat_ros.mapping.scene_map import MapConfig, rigid_transform
@@ -96,6 +97,7 @@ class NoPoSplatNode(LifecycleNode):
         self._odom_child_frame = ""
         # worker: one slot, latest pair wins
         self._cv = threading.Condition()
+        self._heap = HeapTrimmer()
         self._pending: KeyframePair | None = None
         self._stop = False
         self._worker: threading.Thread | None = None
@@ -447,6 +449,10 @@ class NoPoSplatNode(LifecycleNode):
                 if pair is not None:
                     self._process_and_publish(pair)
                 self._publish_map()
+                if pair is not None:  # freed pair buffers back to the OS (RSS flat on long runs)
+                    dt = self._heap.maybe_trim(float(self._p("heap_trim_period_s")))
+                    if dt is not None:
+                        self.health.stage("heap_trim", dt)
             except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker silently
                 self._fault("worker_error", f"{type(exc).__name__}: {exc}", warn=False)
                 self.get_logger().error(traceback.format_exc())

@@ -121,6 +121,8 @@ NODE_PARAMETERS: tuple[ParamSpec, ...] = (
     # node
     ParamSpec("save_dir", "", "Directory for ~/save_ply; empty = $ROS_HOME/noposplat (~/.ros/noposplat)."),
     ParamSpec("diagnostics_period_s", 1.0, "Period of /diagnostics.", range=(0.1, 60.0)),
+    ParamSpec("heap_trim_period_s", 1.0, "Return the C heap's free pages to the OS at most this often, after a pair "
+              "(glibc malloc_trim; keeps RSS flat on long runs); 0 = never.", range=(0.0, 3600.0)),
     ParamSpec("auto_activate", True, "Configure and activate on start (no lifecycle manager needed).",
               read_only=True),
 )

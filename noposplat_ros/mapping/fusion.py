@@ -16,6 +16,15 @@ import torch
 _INF = float("inf")
 
 
+def flatnonzero(mask: torch.Tensor) -> torch.Tensor:
+    """(N,) bool -> (K,) int64 indices of the True entries, ascending (``torch.nonzero(mask).squeeze(1)``).
+    On the CPU through NumPy: torch.nonzero there is 1.3-8x slower (single thread, measured on 131k and
+    1M masks), and the map calls it over a dozen times per pair."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return torch.nonzero(mask).squeeze(1)
+
+
 def quat_multiply_xyzw(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """(..., 4) x (..., 4) Hamilton product a * b, quaternions (x, y, z, w); rotation a after b.
     dim: the dimension holding (x, y, z, w), e.g. 0 for column-major (4, N) quaternions."""
@@ -78,7 +87,7 @@ def project_xyz(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, K: torch.Tens
 def zbuffer(pix: torch.Tensor, depth: torch.Tensor, num_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest point per pixel. pix (N,) int64 (-1 = none), depth (N,).
     Returns (zbuf (P,) float, inf where empty; idx (P,) int64 into the N points, -1 where empty)."""
-    ids = torch.nonzero(pix >= 0).squeeze(1)
+    ids = flatnonzero(pix >= 0)
     if ids.numel() == pix.numel():  # every point lands in the grid: no gather
         p, d, ids = pix, depth, None
     else:
@@ -86,7 +95,7 @@ def zbuffer(pix: torch.Tensor, depth: torch.Tensor, num_pixels: int) -> tuple[to
     zb = torch.full((num_pixels,), _INF, dtype=depth.dtype, device=depth.device)
     zb.scatter_reduce_(0, p, d, reduce="amin")
     idx = torch.full((num_pixels,), -1, dtype=torch.long, device=depth.device)
-    win = torch.nonzero(d == zb.index_select(0, p)).squeeze(1)
+    win = flatnonzero(d == zb.index_select(0, p))
     src = win if ids is None else ids.index_select(0, win)
     idx.scatter_(0, p.index_select(0, win), src)  # ties: any of the nearest
     return zb, idx
@@ -117,7 +126,7 @@ def associate(
     if not all_valid:
         best.masked_fill_(~valid, _INF)
     qbest = pc.clone()
-    rest = torch.nonzero(~(best <= tol) if all_valid else valid & ~(best <= tol)).squeeze(1)
+    rest = flatnonzero(~(best <= tol) if all_valid else valid & ~(best <= tol))
     if radius_px > 0 and rest.numel():
         p0 = pc.index_select(0, rest)
         v0, u0 = p0 // W, p0 % W

@@ -130,13 +130,33 @@ def _per_owner(table: torch.Tensor, owner: torch.Tensor, fn, *xs: torch.Tensor) 
     o = int(counts.argmax())
     part = None
     if int(counts[o]) < owner.numel():  # gathered before fn runs (fn may work in place)
-        other = torch.nonzero(owner != o).squeeze(1)
+        other = fusion.flatnonzero(owner != o)
         part = fn(fusion.take_columns(table, owner.index_select(0, other)),
                   *(fusion.take_columns(x, other) for x in xs))
     out = fn(table[:, o:o + 1], *xs)
     if part is not None:
         out.index_copy_(1, other, part)
     return out
+
+
+class _PairColumns:
+    """A pair's kept Gaussians as packed columns (see ``_COLS``; log-scales, unit quaternions) in camera
+    0's frame, gathered on demand: ``take(index)`` -> (14, K) for indices into the N kept ones. The
+    merge and the add each gather only their own Gaussians, straight from the predictor's tensors
+    (no full (14, N) copy gathered first and then gathered again: 14 passes over the pair saved)."""
+
+    def __init__(self, rows: list[torch.Tensor], kept: torch.Tensor) -> None:
+        self.rows = rows  # 14 (M,) views of the pair's fields (scales linear), in _COLS order
+        self.kept = kept  # (N,) int64 indices of the kept Gaussians among the pair's M
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        src = self.kept.index_select(0, index)
+        out = torch.empty(_ROW, src.numel(), device=src.device)
+        for row, x in enumerate(self.rows):  # each row gathered straight into place
+            torch.index_select(x, 0, src, out=out[row])
+        out[_COLS["log_scales"]].log_()
+        fusion.normalize_columns_(out[_ROT])
+        return out
 
 
 def _owner_from_cam(A: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -278,7 +298,7 @@ class SceneMap:
         if self._used:
             moved = torch.zeros(len(self._kf_T), dtype=torch.bool, device=self.device)
             moved[torch.as_tensor(slots[changed], device=self.device)] = True
-            sel = torch.nonzero(moved[self._owner[: self._used]] & self._alive[: self._used]).squeeze(1)
+            sel = fusion.flatnonzero(moved[self._owner[: self._used]] & self._alive[: self._used])
             self._means_w.index_copy_(1, sel, self._to_world(fusion.take_columns(self._data[_MEANS], sel),
                                                              self._owner.index_select(0, sel)))
         self.version += 1
@@ -356,7 +376,7 @@ class SceneMap:
     def _allocate(self, k: int) -> torch.Tensor:
         """k free slot indices (reusing evicted slots first)."""
         if self._n_alive < self._used:  # some slot below the high-water mark is free
-            free = torch.nonzero(~self._alive[: self._used]).squeeze(1)[:k]
+            free = fusion.flatnonzero(~self._alive[: self._used])[:k]
         else:
             free = torch.zeros(0, dtype=torch.long, device=self.device)
         extra = k - free.numel()
@@ -438,16 +458,10 @@ class SceneMap:
             if pose_covariance is not None:
                 var_t = float(np.trace(np.asarray(pose_covariance, dtype=np.float64)[:3, :3]))
                 w = w * float(np.clip(1.0 / (1.0 + var_t / (0.01 * z_ref) ** 2), 1e-3, 1.0))
-            idx_new = torch.nonzero(keep).squeeze(1)
+            idx_new = fusion.flatnonzero(keep)
             pix, z, w = pix.index_select(0, idx_new), z.index_select(0, idx_new), w.index_select(0, idx_new)
-            # packed columns (see _COLS), camera 0's frame; each row gathered straight into place
-            new = torch.empty(_ROW, idx_new.numel(), device=dev)
-            srcs = [*means.unbind(1), *scales, *g.rotations_xyzw.to(dev, torch.float32).unbind(1), opac,
-                    *g.harmonics[:, :, 0].to(dev, torch.float32).unbind(1)]
-            for row, src in enumerate(srcs):
-                torch.index_select(src, 0, idx_new, out=new[row])
-            new[_COLS["log_scales"]].log_()
-            fusion.normalize_columns_(new[_ROT])
+            new = _PairColumns([*means.unbind(1), *scales, *g.rotations_xyzw.to(dev, torch.float32).unbind(1),
+                                opac, *g.harmonics[:, :, 0].to(dev, torch.float32).unbind(1)], idx_new)
             tol = cfg.depth_tolerance
 
             # ---- association with the map (this segment) in camera 0's grid
@@ -464,7 +478,7 @@ class SceneMap:
                     pts = self._means_w[:, :n_used]
                 else:
                     seen = torch.as_tensor(seen_np, device=dev)
-                    cand = torch.nonzero(self._alive[:n_used] & seen.index_select(0, self._owner[:n_used])).squeeze(1)
+                    cand = fusion.flatnonzero(self._alive[:n_used] & seen.index_select(0, self._owner[:n_used]))
                     pts = fusion.take_columns(self._means_w, cand)
                 if cand is not None and cand.numel():
                     mpix, mz = fusion.transform_project(pts, T_cw_np, Kt, (H, W))
@@ -480,7 +494,7 @@ class SceneMap:
             st.occluded = int(occluded.sum())
 
             # ---- the rest: one Gaussian per pixel (nearest; others within tolerance merge into it)
-            rest = torch.nonzero(~matched & ~occluded).squeeze(1)
+            rest = fusion.flatnonzero(~matched & ~occluded)
             added = self._add_new(new, w, pix, z, rest, (H, W), slot)
             st.added = added
             st.pruned = st.offered - st.merged - st.occluded - added  # filters, isolation, in-pixel merges
@@ -491,18 +505,18 @@ class SceneMap:
             self.last_stats = st
             return st
 
-    def _merge_into_map(self, new: torch.Tensor, w: torch.Tensor, matched: torch.Tensor, tpix: torch.Tensor,
+    def _merge_into_map(self, new: _PairColumns, w: torch.Tensor, matched: torch.Tensor, tpix: torch.Tensor,
                         slot_of_pixel: torch.Tensor, T_wc: np.ndarray, seen_slots: np.ndarray,
                         num_pixels: int) -> None:
         """Merge the matched new Gaussians into their map targets.
 
-        new: (14, N) packed columns in camera 0's frame, w (N,) their weights, matched (N,) bool, tpix (N,)
+        new: the pair's N kept Gaussians (camera 0's frame), w (N,) their weights, matched (N,) bool, tpix (N,)
         the z-buffer pixel of each one's target, slot_of_pixel (P,) the storage slot each pixel shows.
         Every target shows in exactly one pixel, so targets are grouped by pixel (no sort)."""
         dev = self.device
-        sel = torch.nonzero(matched).squeeze(1)
+        sel = fusion.flatnonzero(matched)
         qm = tpix.index_select(0, sel)
-        upix = torch.nonzero(torch.zeros(num_pixels, dtype=torch.bool, device=dev).index_fill_(0, qm, True)).squeeze(1)
+        upix = fusion.flatnonzero(torch.zeros(num_pixels, dtype=torch.bool, device=dev).index_fill_(0, qm, True))
         rank = torch.empty(num_pixels, dtype=torch.long, device=dev)
         rank.index_copy_(0, upix, torch.arange(upix.numel(), device=dev))
         group = rank.index_select(0, qm)
@@ -510,7 +524,7 @@ class SceneMap:
         owner_g = self._owner.index_select(0, uniq)
         # new Gaussians: camera 0 -> the owner keyframe's frame, one composed transform per keyframe
         add = _per_owner(self._owner_from_cam_table(T_wc, seen_slots), owner_g.index_select(0, group),
-                         _owner_from_cam, fusion.take_columns(new, sel))
+                         _owner_from_cam, new.take(sel))
         merged, Wsum = fusion.weighted_merge_packed(fusion.take_columns(self._data, uniq),
                                                     self._conf.index_select(0, uniq), add, w.index_select(0, sel),
                                                     group, _ROT)
@@ -519,9 +533,9 @@ class SceneMap:
         self._last.index_fill_(0, uniq, self._pairs)
         self._means_w.index_copy_(1, uniq, self._to_world(merged[_MEANS], owner_g))
 
-    def _add_new(self, new: torch.Tensor, w: torch.Tensor, pix: torch.Tensor, z: torch.Tensor,
+    def _add_new(self, new: _PairColumns, w: torch.Tensor, pix: torch.Tensor, z: torch.Tensor,
                  rest: torch.Tensor, hw: tuple[int, int], slot: int) -> int:
-        """Add the new Gaussians ``rest`` (indices into new (14, N) packed columns in camera 0's frame, w, pix,
+        """Add the new Gaussians ``rest`` (indices into the pair's N kept Gaussians ``new``, w, pix,
         z (N,)): one per pixel, isolated ones pruned. Returns how many were added."""
         if rest.numel() == 0:
             return 0
@@ -548,16 +562,16 @@ class SceneMap:
                     q = v.clamp(0, H - 1) * W + u.clamp(0, W - 1)
                     count += (inside & ((zb.index_select(0, q) - d).abs_() <= td)).float()
             is_rep &= count >= cfg.min_neighbors
-        reps = torch.nonzero(is_rep).squeeze(1)
+        reps = fusion.flatnonzero(is_rep)
         if reps.numel() == 0:
             return 0
         # members (same pixel, within tolerance, incl. the representative) -> their representative
         rep_pos = torch.full((rest.numel(),), -1, dtype=torch.long, device=dev)
         rep_pos.index_copy_(0, reps, torch.arange(reps.numel(), device=dev))
-        members = torch.nonzero(within & (rep_pos.index_select(0, rep_of) >= 0) & ~is_rep).squeeze(1)
+        members = fusion.flatnonzero(within & (rep_pos.index_select(0, rep_of) >= 0) & ~is_rep)
         r_rep, r_mem = rest.index_select(0, reps), rest.index_select(0, members)
         merged, Wsum = fusion.weighted_merge_packed(
-            fusion.take_columns(new, r_rep), w.index_select(0, r_rep), fusion.take_columns(new, r_mem),
+            new.take(r_rep), w.index_select(0, r_rep), new.take(r_mem),
             w.index_select(0, r_mem),
             rep_pos.index_select(0, rep_of.index_select(0, members)), _ROT)
         k = reps.numel()
@@ -611,7 +625,7 @@ class SceneMap:
                 z = lambda *s: torch.zeros(*s, device=dev)  # noqa: E731
                 g = Gaussians(z(0, 3), z(0, 3), z(0, 4), z(0), z(0, 3, 1), z(0, 3, 3))
             else:
-                sel = torch.nonzero(self._alive[:n] & (self._kf_seg_t[self._owner[:n]] == seg)).squeeze(1)
+                sel = fusion.flatnonzero(self._alive[:n] & (self._kf_seg_t[self._owner[:n]] == seg))
                 owner = self._owner.index_select(0, sel)
                 cols = fusion.take_columns(self._data, sel)
                 rot = fusion.quat_multiply_xyzw(self._kf_q.index_select(0, owner), cols[_ROT].T)
@@ -632,7 +646,7 @@ class SceneMap:
         with self._lock:
             seg = self._segment if segment is None else int(segment)
             n = self._used
-            sel = torch.nonzero(self._alive[:n] & (self._kf_seg_t[self._owner[:n]] == seg)).squeeze(1)
+            sel = fusion.flatnonzero(self._alive[:n] & (self._kf_seg_t[self._owner[:n]] == seg))
             return self._conf[sel].clone()
 
 

@@ -93,6 +93,18 @@ def _median(values: list[float]) -> float:
     return float(v[len(v) // 2]) if v else float("nan")
 
 
+def window_growth(samples: list[tuple[float, float]], t_start: float, window_s: float,
+                  ) -> tuple[float, float, float]:
+    """(first, last, last - first) for (seconds, value) samples such as RSS in MiB: ``first`` is the
+    median over [t_start, t_start + window_s], ``last`` the median over the last ``window_s`` of the
+    samples (NaN where a window is empty). RSS swings by tens of MiB with each pair (allocator), so
+    medians over windows are compared, never two single samples."""
+    t_last = samples[-1][0] if samples else t_start
+    first = _median([v for t, v in samples if t_start <= t <= t_start + window_s])
+    last = _median([v for t, v in samples if t >= max(t_start, t_last - window_s)])
+    return first, last, last - first
+
+
 def _timeline(samples: list[tuple[float, float]], duration_s: float, points: int = 10) -> list[tuple[int, float]]:
     """About ``points`` (seconds since streaming began, RSS MiB) samples spread over the run."""
     out: list[tuple[int, float]] = []
@@ -200,12 +212,9 @@ def evaluate_run(
 
     # RSS swings by tens of MiB with each pair (allocator): compare medians over windows, not two samples
     window_s = max(5.0, 0.1 * duration_s)
-    early = [m for t, m in rss_samples if t_first_pair <= t <= t_first_pair + window_s]
-    t_last = rss_samples[-1][0] if rss_samples else 0.0
-    late = [m for t, m in rss_samples if t >= t_last - window_s]
-    rss_start = _median(early) if early else rss_ready
-    rss_late = _median(late) if late else float("nan")
-    growth = rss_late - rss_start
+    rss_start, rss_late, growth = window_growth(rss_samples, t_first_pair, window_s)
+    if rss_start != rss_start:  # no sample after the first pair: the RSS when the node was ready
+        rss_start, growth = rss_ready, rss_late - rss_ready
     if not alive:
         failures.append("node not alive at the end")
     elif diag.get("state") != "active":
@@ -243,9 +252,7 @@ def _map_rules(map_samples, map_cap: int, rss_samples, expect_map: bool, require
     after = [(t, r) for t, r in rss_samples if t >= t_cap]
     t_last = after[-1][0] if after else t_cap
     window_s = max(5.0, 0.1 * (t_last - t_cap))
-    at_cap = _median([r for t, r in after if t <= t_cap + window_s])
-    at_end = _median([r for t, r in after if t >= t_last - window_s])
-    growth = at_end - at_cap
+    at_cap, at_end, growth = window_growth(after, t_cap, window_s)
     flat = bool(growth <= max_growth_mb)  # NaN (no samples) is not flat
     if t_last - t_cap < RSS_FLAT_MIN_AFTER_CAP_S:
         flat = None  # too short after the cap to tell
@@ -302,7 +309,7 @@ def run_soak(args: argparse.Namespace, log=lambda s: print(s, file=sys.stderr, f
     t_wall0 = time.monotonic()
     node_proc = subprocess.Popen(_niced(_node_command(ns, node_args), args.nice), stdout=node_log,
                                  stderr=subprocess.STDOUT, env=env)
-    rclpy.init()
+    rclpy.init(args=[])  # not sys.argv: its --node-arg values are not ROS arguments of this process
     mon_node = Node("soak_monitor")
     monitor = OutputMonitor(mon_node, node_fqn)
     spinner = Spinner(mon_node)

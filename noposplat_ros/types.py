@@ -97,29 +97,44 @@ def sh_dc_to_rgb(dc):
     return SH_C0 * dc + 0.5
 
 
+def _rotmat_entries(q_xyzw: torch.Tensor, dim: int) -> list[torch.Tensor]:
+    """The 9 entries (row-major) of the rotations of quaternions with (x, y, z, w) along ``dim``."""
+    x, y, z, w = q_xyzw.unbind(dim)
+    t = 2.0 / ((q_xyzw * q_xyzw).sum(dim) + 1e-8)
+    return [
+        1 - t * (y * y + z * z), t * (x * y - z * w), t * (x * z + y * w),
+        t * (x * y + z * w), 1 - t * (x * x + z * z), t * (y * z - x * w),
+        t * (x * z - y * w), t * (y * z + x * w), 1 - t * (x * x + y * y),
+    ]
+
+
 def quat_xyzw_to_rotmat(q_xyzw: torch.Tensor) -> torch.Tensor:
     """(..., 4) quaternions (x, y, z, w), any norm -> (..., 3, 3) rotations.
 
     The scale-tolerant form of the official NoPoSplat adapter, t = 2 / (|q|^2 + 1e-8): it equals the
     rotation of q / |q| (a zero quaternion gives the identity), so it also serves unnormalised input.
     """
-    x, y, z, w = q_xyzw.unbind(-1)
-    t = 2.0 / ((q_xyzw * q_xyzw).sum(-1) + 1e-8)
-    R = torch.stack(
-        [
-            1 - t * (y * y + z * z), t * (x * y - z * w), t * (x * z + y * w),
-            t * (x * y + z * w), 1 - t * (x * x + z * z), t * (y * z - x * w),
-            t * (x * z - y * w), t * (y * z + x * w), 1 - t * (x * x + y * y),
-        ],
-        dim=-1,
-    )
-    return R.reshape(q_xyzw.shape[:-1] + (3, 3))
+    return torch.stack(_rotmat_entries(q_xyzw, -1), dim=-1).reshape(q_xyzw.shape[:-1] + (3, 3))
 
 
 def covariances_from_scales_rotations(scales: torch.Tensor, rotations_xyzw: torch.Tensor) -> torch.Tensor:
-    """(..., 3) standard deviations + (..., 4) quaternions xyzw -> (..., 3, 3) = R diag(s)^2 R^T."""
-    RS = quat_xyzw_to_rotmat(rotations_xyzw) * scales[..., None, :]
-    return RS @ RS.transpose(-1, -2)
+    """(..., 3) standard deviations + (..., 4) quaternions xyzw -> (..., 3, 3) = R diag(s)^2 R^T.
+
+    Entry by entry over contiguous component rows (A = R diag(s), cov_ij = sum_k A_ik A_jk, six
+    distinct entries): a batched (N, 3, 3) matmul and strided quaternion components are several times
+    slower on the CPU (the scene map builds 1M of these per publish)."""
+    lead = torch.broadcast_shapes(scales.shape[:-1], rotations_xyzw.shape[:-1])
+    q = rotations_xyzw.expand(lead + (4,)).reshape(-1, 4).T.contiguous()
+    s = scales.expand(lead + (3,)).reshape(-1, 3).T.contiguous()
+    R = _rotmat_entries(q, 0)
+    A = [R[3 * i + k].mul_(s[k]) for i in range(3) for k in range(3)]  # R's entries are fresh tensors
+
+    def entry(i: int, j: int) -> torch.Tensor:
+        c = A[3 * i] * A[3 * j]
+        return c.addcmul_(A[3 * i + 1], A[3 * j + 1]).addcmul_(A[3 * i + 2], A[3 * j + 2])
+
+    c00, c01, c02, c11, c12, c22 = entry(0, 0), entry(0, 1), entry(0, 2), entry(1, 1), entry(1, 2), entry(2, 2)
+    return torch.stack([c00, c01, c02, c01, c11, c12, c02, c12, c22], dim=-1).reshape(lead + (3, 3))
 
 
 @dataclasses.dataclass

@@ -118,23 +118,29 @@ def quat_xyzw_to_rotmat(q_xyzw: torch.Tensor) -> torch.Tensor:
 
 
 def covariances_from_scales_rotations(scales: torch.Tensor, rotations_xyzw: torch.Tensor) -> torch.Tensor:
-    """(..., 3) standard deviations + (..., 4) quaternions xyzw -> (..., 3, 3) = R diag(s)^2 R^T.
+    """(..., 3) standard deviations + (..., 4) quaternions xyzw -> (..., 3, 3) = R diag(s)^2 R^T."""
+    lead = torch.broadcast_shapes(scales.shape[:-1], rotations_xyzw.shape[:-1])
+    q = rotations_xyzw.expand(lead + (4,)).reshape(-1, 4).T.contiguous()
+    s = scales.expand(lead + (3,)).reshape(-1, 3).T.contiguous()
+    return covariances_from_columns(s, q).reshape(lead + (3, 3))
+
+
+def covariances_from_columns(scales: torch.Tensor, rotations_xyzw: torch.Tensor) -> torch.Tensor:
+    """``covariances_from_scales_rotations`` on column-major input: scales (3, N), quaternions (4, N)
+    (x, y, z, w rows) -> (N, 3, 3).
 
     Entry by entry over contiguous component rows (A = R diag(s), cov_ij = sum_k A_ik A_jk, six
     distinct entries): a batched (N, 3, 3) matmul and strided quaternion components are several times
     slower on the CPU (the scene map builds 1M of these per publish)."""
-    lead = torch.broadcast_shapes(scales.shape[:-1], rotations_xyzw.shape[:-1])
-    q = rotations_xyzw.expand(lead + (4,)).reshape(-1, 4).T.contiguous()
-    s = scales.expand(lead + (3,)).reshape(-1, 3).T.contiguous()
-    R = _rotmat_entries(q, 0)
-    A = [R[3 * i + k].mul_(s[k]) for i in range(3) for k in range(3)]  # R's entries are fresh tensors
+    R = _rotmat_entries(rotations_xyzw, 0)
+    A = [R[3 * i + k].mul_(scales[k]) for i in range(3) for k in range(3)]  # R's entries are fresh tensors
 
     def entry(i: int, j: int) -> torch.Tensor:
         c = A[3 * i] * A[3 * j]
         return c.addcmul_(A[3 * i + 1], A[3 * j + 1]).addcmul_(A[3 * i + 2], A[3 * j + 2])
 
     c00, c01, c02, c11, c12, c22 = entry(0, 0), entry(0, 1), entry(0, 2), entry(1, 1), entry(1, 2), entry(2, 2)
-    return torch.stack([c00, c01, c02, c01, c11, c12, c02, c12, c22], dim=-1).reshape(lead + (3, 3))
+    return torch.stack([c00, c01, c02, c01, c11, c12, c02, c12, c22], dim=-1).reshape(-1, 3, 3)
 
 
 @dataclasses.dataclass

@@ -285,7 +285,14 @@ def test_e2e_moving_sequence_chains_pairs(listener, tmp_path):
     angle_deg = np.degrees(np.arccos(np.clip((np.trace(T_diff[:3, :3]) - 1) / 2, -1, 1)))
     assert angle_deg < 0.3 and np.linalg.norm(T_diff[:3, 3]) < 0.02 * np.linalg.norm(T_rel[:3, 3])
     assert last.scale_kind == SplatPair.SCALE_CHAINED  # no metric source configured
-    # the camera alternates between the two rig positions: consecutive keyframes ~ one baseline apart
-    # along x, in chained units (the first pair defines 1)
-    xs = [T_odom[s][0, 3] for s in stamps]
-    assert max(xs) - min(xs) == pytest.approx(1.0, abs=0.2)
+    # the camera alternates between the two rig positions: the two keyframes of every pair are ~ one
+    # baseline apart along x, in chained units (the first pair defines 1)
+    for pair in rx.pairs:
+        p0, p1 = conv.time_to_ns(pair.stamp0), conv.time_to_ns(pair.stamp1)
+        assert abs(T_odom[p1][0, 3] - T_odom[p0][0, 3]) == pytest.approx(1.0, abs=0.2)
+    # and all keyframes lie on the two positions, unless a pair was superseded (latest pair wins): the
+    # chain then restarts as a new segment at the last known pose (seen once in a full-suite run: the
+    # first pair's 0.9-s warm-up let pair 1 be superseded, and the range was 2 baselines)
+    if int(rx.diag["pairs_dropped"]) == 0:
+        xs = [T_odom[s][0, 3] for s in stamps]
+        assert max(xs) - min(xs) == pytest.approx(1.0, abs=0.2)

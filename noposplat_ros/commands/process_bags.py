@@ -198,8 +198,15 @@ def _schedule(ray: Any, args: argparse.Namespace, jobs: list[output_dirs.BagJob]
                     ray.wait(list(running), num_returns=len(running), timeout=30)
             except Exception as exc:  # noqa: BLE001 - cleanup of our files below must still happen
                 print(f"process-bags: while stopping the workers: {one_line(exc)}", file=sys.stderr)
-            for job in list(queue) + [j for j, _ in running.values()]:
+            stopped = list(queue) + [j for j, _ in running.values()]
+            for job in stopped:
                 outcomes.setdefault(job.name, BagOutcome(job.name, str(job.input_path), CANCELLED))
+                output_dirs.discard(job)
+            # Ray kills asynchronously: a worker deep in a pair can still write for a moment after its
+            # task is reported dead (seen once in a full-suite run: a partial dir re-created after the
+            # discard), so look once more after a grace period
+            time.sleep(1.0)
+            for job in stopped:
                 output_dirs.discard(job)
             output_dirs.recover(out_dir)  # an --overwrite swap cut in half: put the previous output back
             save(True)

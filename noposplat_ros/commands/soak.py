@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pathlib
 import random
@@ -213,7 +214,7 @@ def evaluate_run(
     # RSS swings by tens of MiB with each pair (allocator): compare medians over windows, not two samples
     window_s = max(5.0, 0.1 * duration_s)
     rss_start, rss_late, growth = window_growth(rss_samples, t_first_pair, window_s)
-    if rss_start != rss_start:  # no sample after the first pair: the RSS when the node was ready
+    if math.isnan(rss_start):  # no sample after the first pair: the RSS when the node was ready
         rss_start, growth = rss_ready, rss_late - rss_ready
     if not alive:
         failures.append("node not alive at the end")
